@@ -1,0 +1,496 @@
+"""The plugin contract: what a distiller, an attack or a metric receives and returns.
+
+Everything a plugin needs from privbench is in this module (plus ``privbench.nets``,
+``privbench.augment`` and ``privbench.training`` for plugins that train models).
+
+Conventions that hold across every boundary:
+
+* images are ``float32`` tensors in ``[0, 1]`` of shape ``N x C x H x W``;
+* labels are ``int64`` tensors of shape ``N``;
+* a plugin converts internally (a diffusion model to ``[-1, 1]``, a ConvNet to
+  mean/std) and converts back before returning.
+
+This module imports no heavy library at import time, so listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
+
+from privbench.errors import UserError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = [
+    "Split",
+    "Dataset",
+    "Release",
+    "AuditTarget",
+    "RunContext",
+    "ProgressTask",
+    "ResultRow",
+    "Plugin",
+    "Distiller",
+    "Attack",
+    "Metric",
+    "MetricUnavailable",
+    "NoConfig",
+    "UserError",
+    "require_ipc_fits",
+]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Split:
+    """One split of a dataset: images, labels and optional per-image attributes."""
+
+    images: "torch.Tensor"
+    labels: "torch.Tensor"
+    attributes: dict[str, "torch.Tensor"] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def subset(self, index: "torch.Tensor") -> "Split":
+        """The images at ``index`` (a long tensor or boolean mask), attributes included."""
+        return Split(
+            self.images[index],
+            self.labels[index],
+            {k: v[index] for k, v in self.attributes.items()},
+        )
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        import torch
+
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+    @staticmethod
+    def concat(splits: list["Split"]) -> "Split":
+        import torch
+
+        names = set(splits[0].attributes)
+        for s in splits[1:]:
+            names &= set(s.attributes)
+        return Split(
+            torch.cat([s.images for s in splits]),
+            torch.cat([s.labels for s in splits]),
+            {k: torch.cat([s.attributes[k] for s in splits]) for k in sorted(names)},
+        )
+
+
+@dataclass
+class Dataset:
+    """A private dataset with train/val/test splits.
+
+    ``train`` is the private set a release is made from. ``val`` is for model
+    selection. ``test`` is touched only for final scores. Attacks take their
+    non-members from ``val`` and ``test``, so a distiller must read ``train`` only.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    spec: str = ""
+    public: bool = False
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def channels(self) -> int:
+        return self.image_shape[0]
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self.train.attributes))
+
+    @property
+    def nonmembers(self) -> Split:
+        """Real images the release pipeline never saw: val and test together."""
+        return Split.concat([self.val, self.test])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the content (pixels, labels, attributes, class names) of all splits."""
+        import numpy as np
+
+        h = hashlib.sha256()
+        h.update(repr(tuple(self.class_names)).encode())
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            h.update(split_name.encode())
+            h.update(repr(tuple(split.images.shape)).encode())
+            h.update(np.ascontiguousarray(split.images.numpy(), dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(split.labels.numpy(), dtype=np.int64).tobytes())
+            for key in sorted(split.attributes):
+                h.update(key.encode())
+                h.update(np.ascontiguousarray(split.attributes[key].numpy()).tobytes())
+        return h.hexdigest()
+
+    def with_train(self, train: Split, name_suffix: str = "") -> "Dataset":
+        """The same dataset with another private set (shadow runs of an attack)."""
+        return dataclasses.replace(
+            self, train=train, name=self.name + name_suffix
+        )
+
+    def validate(self) -> "Dataset":
+        """Check the data contract; raise :class:`UserError` with one clear line."""
+        import torch
+
+        if self.num_classes < 2:
+            raise UserError(f"dataset {self.name!r} has only one class; privbench needs at least two")
+        shape = None
+        for split_name in ("train", "val", "test"):
+            split: Split = getattr(self, split_name)
+            x, y = split.images, split.labels
+            where = f"dataset {self.name!r}, split {split_name}"
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
+                raise UserError(f"{where}: images must be a float32 N x C x H x W tensor")
+            if x.shape[1] not in (1, 3):
+                raise UserError(f"{where}: images have {x.shape[1]} channels; expected 1 or 3")
+            if shape is not None and tuple(x.shape[1:]) != shape:
+                raise UserError(f"{where}: image shape {tuple(x.shape[1:])} differs from train's {shape}")
+            shape = tuple(x.shape[1:])
+            if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.ndim != 1:
+                raise UserError(f"{where}: labels must be an int64 vector")
+            if y.shape[0] != x.shape[0]:
+                raise UserError(f"{where}: {x.shape[0]} images but {y.shape[0]} labels")
+            if x.shape[0] == 0:
+                raise UserError(f"{where}: the split is empty")
+            if torch.isnan(x).any():
+                raise UserError(f"{where}: images contain NaN pixels")
+            if x.min() < 0 or x.max() > 1:
+                raise UserError(f"{where}: pixel values outside [0, 1]")
+            if y.min() < 0 or y.max() >= self.num_classes:
+                raise UserError(
+                    f"{where}: labels must lie in 0..{self.num_classes - 1} ({self.num_classes} classes)"
+                )
+            for key, value in split.attributes.items():
+                if value.shape[0] != x.shape[0]:
+                    raise UserError(f"{where}: attribute {key!r} has {value.shape[0]} values for {x.shape[0]} images")
+        present = set(self.train.labels.unique().tolist())
+        if len(present) < 2:
+            raise UserError(f"dataset {self.name!r}: the training split holds only one class")
+        return self
+
+
+def require_ipc_fits(private: Dataset, ipc: int, why: str = "initialising from real images") -> None:
+    """Refuse an ipc that is not positive, or larger than the smallest class when real images are needed."""
+    if ipc < 1:
+        raise UserError(f"ipc must be a positive number of images per class, got {ipc}")
+    counts = private.train.class_counts(private.num_classes)
+    smallest = min(counts)
+    if ipc > smallest:
+        c = counts.index(smallest)
+        raise UserError(
+            f"ipc {ipc} is larger than class {private.class_names[c]!r}, which has {smallest} "
+            f"training images ({why}); use --ipc {smallest} or less"
+        )
+
+
+@dataclass
+class Release:
+    """What would be shared: images, labels and a provenance manifest.
+
+    The manifest records method, ipc, full config, seed, the source dataset's
+    fingerprint, library versions, wall time and device.
+    """
+
+    images: "torch.Tensor"
+    labels: "torch.Tensor"
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest.get("method", "unknown"))
+
+    @property
+    def ipc(self) -> int | None:
+        ipc = self.manifest.get("ipc")
+        return None if ipc is None else int(ipc)
+
+    def check_against(self, dataset: Dataset) -> None:
+        """Refuse a release that cannot have come from ``dataset``."""
+        import torch
+
+        if tuple(self.images.shape[1:]) != dataset.image_shape:
+            raise UserError(
+                f"release images are {tuple(self.images.shape[1:])} (C x H x W) but dataset "
+                f"{dataset.name!r} has {dataset.image_shape}"
+            )
+        source = self.manifest.get("source_fingerprint")
+        if source and source != dataset.fingerprint:
+            raise UserError(
+                f"release was built from another dataset (fingerprint {source[:12]}...), "
+                f"not {dataset.name!r} ({dataset.fingerprint[:12]}...)"
+            )
+        if self.images.dtype != torch.float32 or self.labels.dtype != torch.int64:
+            raise UserError("release images must be float32 and labels int64")
+        if len(self) and (self.labels.min() < 0 or self.labels.max() >= dataset.num_classes):
+            raise UserError(f"release labels fall outside the dataset's {dataset.num_classes} classes")
+
+
+# --------------------------------------------------------------------------- context
+
+
+class ProgressTask(Protocol):
+    def advance(self, steps: int = 1, **fields: Any) -> None: ...
+
+
+class _NullTask:
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        pass
+
+
+class ProgressReporter:
+    """Reports progress of long work. The CLI substitutes a rich progress bar."""
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[ProgressTask]:
+        yield _NullTask()
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass
+class RunContext:
+    """What a plugin gets besides its input: device, seed, progress, cache directory.
+
+    ``generator`` is a ``torch.Generator`` on the CPU seeded with ``seed``; draw
+    every random number from it (or from :meth:`make_generator`) so that the same
+    seed and configuration give the same result.
+    """
+
+    device: str = "cpu"
+    seed: int = 0
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "privbench")
+    progress: ProgressReporter = field(default_factory=ProgressReporter)
+    allow_private_images: bool = False
+    out_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @cached_property
+    def generator(self) -> "torch.Generator":
+        return self.make_generator()
+
+    def make_generator(self, offset: int = 0, device: str = "cpu") -> "torch.Generator":
+        """A fresh generator seeded with ``seed + offset`` (independent streams per purpose)."""
+        import torch
+
+        g = torch.Generator(device=device)
+        g.manual_seed(int(self.seed) + int(offset))
+        return g
+
+    @property
+    def torch_device(self) -> "torch.device":
+        import torch
+
+        return torch.device(self.device)
+
+    def warn(self, message: str) -> None:
+        """A warning the user should see and the run's manifest should keep."""
+        self.warnings.append(message)
+        self.progress.warn(message)
+
+    def derive(self, **changes: Any) -> "RunContext":
+        """A copy with some fields changed (a shadow run's seed, say)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        return RunContext(**fields)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured number, with its uncertainty and the count behind it.
+
+    ``measure`` names what was measured (``accuracy``, ``loss_threshold.auc``,
+    ``reconstruction.ssim``); the host adds run, dataset, release, device,
+    versions and timing when it writes the row. ``status`` is ``ok``, or
+    ``unavailable`` when a number could not be computed on this machine (then
+    ``value`` is ``None``, never a made-up number). ``detail`` holds extra
+    JSON-serialisable facts, such as the counts behind a rate.
+    """
+
+    measure: str
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int = 0
+    higher_is_better: bool | None = None
+    subset: str = "all"
+    status: str = "ok"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def mean_of(
+        cls,
+        measure: str,
+        values: Any,
+        *,
+        higher_is_better: bool | None,
+        resamples: int = 1000,
+        seed: int = 0,
+        subset: str = "all",
+        detail: dict[str, Any] | None = None,
+    ) -> "ResultRow":
+        """The mean of per-sample values with a seeded bootstrap 95% CI."""
+        from privbench.stats import bootstrap_mean_ci
+
+        est = bootstrap_mean_ci(values, resamples=resamples, seed=seed)
+        return cls(
+            measure,
+            est.value,
+            est.ci_low,
+            est.ci_high,
+            est.n,
+            higher_is_better,
+            subset,
+            "ok",
+            dict(detail or {}),
+        )
+
+    @classmethod
+    def unavailable(
+        cls, measure: str, reason: str, *, higher_is_better: bool | None = None, subset: str = "all"
+    ) -> "ResultRow":
+        return cls(measure, None, None, None, 0, higher_is_better, subset, "unavailable", {"reason": reason})
+
+    def __post_init__(self) -> None:
+        if self.status == "ok" and (self.value is None or (isinstance(self.value, float) and math.isnan(self.value))):
+            raise ValueError(f"result {self.measure!r} has status ok but no value")
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """The configuration of a plugin that takes no options."""
+
+
+class Plugin:
+    """Common ground of every plugin class.
+
+    ``name`` is what users type; ``Config`` is a frozen dataclass whose defaults
+    are the published hyper-parameters; ``description`` is one line for listings
+    (defaults to the first line of the class docstring).
+    """
+
+    kind: ClassVar[str] = "plugin"
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Distiller(Plugin):
+    """Turns a private training set into a small release.
+
+    ``distill`` reads ``private.train`` only and returns a :class:`Release`
+    whose manifest needs no more than ``{"method": ..., "ipc": ...}``; the host
+    adds provenance (config, seed, fingerprint, versions, time, device).
+    ``uses_ipc`` is False for releases whose size is fixed (the original set).
+    """
+
+    kind: ClassVar[str] = "distiller"
+    uses_ipc: ClassVar[bool] = True
+
+    def distill(self, private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
+        raise NotImplementedError
+
+
+@dataclass
+class AuditTarget:
+    """What an attack is pointed at: a release and the private set it came from.
+
+    ``members`` are all private training images that fed the release pipeline;
+    ``nonmembers`` are real images it never saw. ``metrics`` are every
+    installed metric plugin, ready to score on the run's device. ``rebuild``
+    re-runs the release's whole pipeline (same distiller, same config) on
+    another private set; shadow-model attacks use it so that distillation's
+    effect is measured, not assumed.
+    """
+
+    dataset: Dataset
+    release: Release
+    metrics: dict[str, "Metric"]
+    rebuild: Callable[[Dataset, RunContext], Release]
+
+    @property
+    def members(self) -> Split:
+        return self.dataset.train
+
+    @property
+    def nonmembers(self) -> Split:
+        return self.dataset.nonmembers
+
+
+class Attack(Plugin):
+    """Measures what a release gives away about the members of the private set."""
+
+    kind: ClassVar[str] = "attack"
+
+    def run(self, target: AuditTarget, config: Any, ctx: RunContext) -> list[ResultRow]:
+        raise NotImplementedError
+
+
+class MetricUnavailable(Exception):
+    """A metric cannot be computed on this machine (missing weights, say).
+
+    The message is one line saying what to put where. The host writes rows
+    with status ``unavailable`` and carries on with the other metrics.
+    """
+
+
+class Metric(Plugin):
+    """Scores candidate images against reference images, one value per pair.
+
+    ``higher_is_better`` is True when a higher value means a closer copy
+    (SSIM, PSNR, NCC, FSIM) and False when a lower one does (LPIPS, EMD).
+    """
+
+    kind: ClassVar[str] = "metric"
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(self, config: Any = None, device: str = "cpu"):
+        self.config = config if config is not None else self.Config()
+        self.device = device
+
+    def check_available(self) -> None:
+        """Raise :class:`MetricUnavailable` if this metric cannot run here."""
+
+    def score(self, reference: "torch.Tensor", candidate: "torch.Tensor") -> "torch.Tensor":
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Plugin]] = {"distiller": Distiller, "attack": Attack, "metric": Metric}

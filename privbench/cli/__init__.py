@@ -1,0 +1,100 @@
+"""The ``privbench`` command line.
+
+``main`` turns every :class:`~privbench.errors.UserError` (bad input, unknown
+plugin, unusable file) and every usage error into one line on stderr and exit
+code 2; only bugs keep their traceback. Heavy libraries (torch and friends) are
+imported inside the commands that need them, so ``--help`` and ``plugins``
+answer quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+import privbench
+from privbench.errors import UserError
+from privbench.plugins import ENV_STRICT, get_registry, truthy
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(privbench.__version__, "--version", prog_name="privbench")
+@click.option(
+    "--strict-plugins",
+    is_flag=True,
+    default=False,
+    help=f"Exit 2 if any plugin fails to load (or set {ENV_STRICT}=1).",
+)
+@click.pass_context
+def cli(ctx: click.Context, strict_plugins: bool) -> None:
+    """privbench: distil image datasets and audit what a release gives away.
+
+    \b
+    Typical use:
+      privbench run                                   the quickstart suite on digits
+      privbench distill --data digits --method dm --ipc 10 --out rel/
+      privbench audit --data digits --release rel/ --out audit/
+      privbench plugins                               what is installed
+    """
+    strict = strict_plugins or truthy(os.environ.get(ENV_STRICT))
+    ctx.obj = {"strict": strict}
+    if strict:
+        get_registry(strict=True)
+
+
+def _register_plugin_commands() -> None:
+    """Let plugins add commands through the ``register_commands`` hook."""
+    registry = get_registry(strict=False)
+    hook = registry.pm.hook.register_commands
+    for impl in hook.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+            from privbench.plugins import PluginRecord, one_line
+
+            registry.records.append(
+                PluginRecord("command", impl.plugin_name, impl.plugin_name.split(":")[0], "", "error",
+                             f"register_commands raised {one_line(exc)}")
+            )
+
+
+def _add_builtin_commands() -> None:
+    from privbench.cli import audit_cmd, datasets_cmd, distill_cmd, plugins_cmd, report_cmd, run_cmd
+
+    for module in (plugins_cmd, datasets_cmd, distill_cmd, audit_cmd, run_cmd, report_cmd):
+        cli.add_command(module.command)
+    try:
+        from privbench.cli import metrics_cmd
+    except ImportError:  # pragma: no cover - optional command module
+        return
+    cli.add_command(metrics_cmd.command)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"privbench: error: {' '.join(message.split())}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _add_builtin_commands()
+    _register_plugin_commands()
+    try:
+        result = cli.main(args=argv, prog_name="privbench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        _fail(exc.format_message() + hint, exc.exit_code)
+    except UserError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; finished work is kept, rerun to resume", 130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,98 @@
+"""Options and output helpers shared by the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from privbench.plugins import Registry, get_registry
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"], case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="Where to compute: a CUDA GPU when available (auto), or force one.",
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random draw.")
+set_option = click.option(
+    "--set",
+    "set_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A plugin option, checked against the plugin's Config (repeatable).",
+)
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+force_option = click.option("--force", is_flag=True, help="Replace a non-empty output directory.")
+cache_option = click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Cache for decoded images and intermediate models (default ~/.cache/privbench).",
+)
+
+
+def registry_from(ctx: click.Context) -> Registry:
+    strict = bool((ctx.find_root().obj or {}).get("strict"))
+    return get_registry(strict=strict)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False)
+
+
+def make_run_context(device: str, seed: int, quiet: bool, cache_dir: Path | None = None, **extra: Any):
+    """A :class:`RunContext` with a rich progress reporter on stderr."""
+    from privbench.api import RunContext
+    from privbench.engine import resolve_device
+    from privbench.progress import RichProgress
+
+    kwargs: dict[str, Any] = {
+        "device": resolve_device(device),
+        "seed": seed,
+        "progress": RichProgress(quiet=quiet),
+    }
+    if cache_dir is not None:
+        kwargs["cache_dir"] = Path(cache_dir)
+    kwargs.update(extra)
+    return RunContext(**kwargs)
+
+
+def fmt_number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def results_table(records: Iterable[dict[str, Any]], title: str | None = None) -> Table:
+    """A rich table of result records: value [CI] (n)."""
+    table = Table(title=title, show_lines=False)
+    for col in ("release", "evaluator", "measure", "subset", "value", "95% CI", "n"):
+        table.add_column(col, justify="right" if col in ("value", "n") else "left")
+    for r in records:
+        release = r.get("release_method") or ""
+        if r.get("release_ipc") is not None:
+            release += f" ipc={r['release_ipc']}"
+        if r.get("status") != "ok":
+            reason = ""
+            if r.get("detail"):
+                try:
+                    reason = json.loads(r["detail"]).get("reason", "")
+                except (json.JSONDecodeError, AttributeError):
+                    reason = ""
+            table.add_row(release, r["evaluator"], r["measure"], r.get("subset", ""), f"[yellow]{r['status']}[/]",
+                          reason[:60], "-")
+            continue
+        ci = "-"
+        if r.get("ci_low") is not None and r.get("ci_high") is not None:
+            ci = f"[{fmt_number(r['ci_low'])}, {fmt_number(r['ci_high'])}]"
+        table.add_row(release, r["evaluator"], r["measure"], r.get("subset", ""), fmt_number(r["value"]), ci, str(r["n"]))
+    return table

@@ -1,0 +1,154 @@
+"""One way to load data: a spec string in, a validated :class:`~privbench.api.Dataset` out.
+
+Specs:
+
+``digits``                 scikit-learn's digits, embedded (default ``size=16``)
+``npz:PATH``               a MedMNIST-layout ``.npz`` file
+``medmnist:NAME``          ``~/.medmnist/NAME.npz`` (or ``$MEDMNIST_ROOT``)
+``folder:PATH``            an ImageFolder tree
+``NAME``                   a dataset card from ``registry/datasets/NAME.toml``
+
+Options follow a ``?``: ``folder:/data/xray?size=64&channels=1``. Known options:
+``size`` (square side in pixels), ``channels`` (1 or 3), ``seed`` (split seed
+where a split is made), ``val_fraction`` / ``test_fraction`` and ``glob``
+(folder only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from privbench.errors import UserError
+
+SCHEMES = ("digits", "npz", "medmnist", "folder")
+OPTIONS = {
+    "size": int,
+    "channels": int,
+    "seed": int,
+    "val_fraction": float,
+    "test_fraction": float,
+    "glob": str,
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``"folder:/x?size=64"`` -> ``("folder", "/x", {"size": 64})``."""
+    spec = spec.strip()
+    if not spec:
+        raise UserError("empty dataset spec")
+    body, _, query = spec.partition("?")
+    scheme, colon, target = body.partition(":")
+    if not colon:
+        scheme, target = body, ""
+    options: dict[str, Any] = {}
+    if query:
+        for item in query.split("&"):
+            key, eq, value = item.partition("=")
+            if not eq or key not in OPTIONS:
+                raise UserError(
+                    f"dataset option {item!r} not understood; valid options: {', '.join(f'{k}=...' for k in OPTIONS)}"
+                )
+            try:
+                options[key] = OPTIONS[key](value)
+            except ValueError as exc:
+                raise UserError(f"dataset option {key} must be {OPTIONS[key].__name__}, got {value!r}") from exc
+    if "channels" in options and options["channels"] not in (1, 3):
+        raise UserError(f"dataset option channels must be 1 or 3, got {options['channels']}")
+    return scheme, target, options
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "privbench"
+
+
+def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # noqa: F821
+    """Load and validate a dataset; bad input raises :class:`UserError` with one line."""
+    from privbench.api import Dataset
+    from privbench.data import cards as cards_mod
+    from privbench.data.arrays import resize, set_channels
+
+    scheme, target, options = parse_spec(spec)
+    card = None
+    if scheme not in SCHEMES:
+        if target:
+            raise UserError(f"unknown dataset scheme {scheme!r}; use one of {', '.join(s + ':' for s in SCHEMES[1:])} or a card name")
+        card = cards_mod.find_card(scheme)
+        if card is None:
+            names = ", ".join(sorted(cards_mod.load_cards())) or "none"
+            raise UserError(f"unknown dataset {scheme!r}; known cards: {names}; or use npz:PATH, medmnist:NAME, folder:PATH")
+        c_scheme, c_target, c_options = parse_spec(card.spec)
+        if c_scheme not in SCHEMES:
+            raise UserError(f"dataset card {card.name!r} has an unknown loader {card.loader!r}")
+        scheme, target = c_scheme, c_target
+        options = {**c_options, **options}
+    elif scheme == "digits":
+        card = cards_mod.find_card("digits")
+
+    size = options.get("size") or (card.image_size if card else None)
+    channels = options.get("channels") or (card.channels if card else None)
+    seed = options.get("seed", 0)
+    class_names: list[str] | None = None
+    name = card.name if card else ""
+
+    if scheme == "digits":
+        from privbench.data.digits import read_digits_splits
+
+        splits = read_digits_splits(options.get("size"), seed)
+        class_names = [str(i) for i in range(10)]
+        name = name or "digits"
+    elif scheme in ("npz", "medmnist"):
+        from privbench.data.npz import file_sha256, medmnist_path, read_npz_splits
+
+        if not target:
+            raise UserError(f"{scheme}: needs a {'path' if scheme == 'npz' else 'dataset name'}, e.g. {scheme}:{'data/x.npz' if scheme == 'npz' else 'pneumoniamnist'}")
+        path = medmnist_path(target, options.get("size")) if scheme == "medmnist" else Path(target).expanduser()
+        splits, class_names = read_npz_splits(path)
+        if card is None:
+            card = cards_mod.card_for_file(file_sha256(path))
+            if card is None and scheme == "medmnist":
+                card = cards_mod.find_card(target)
+        name = name or (card.name if card else path.stem)
+    else:  # folder
+        from privbench.data.folder import read_folder_splits
+
+        if not target:
+            raise UserError("folder: needs a path, e.g. folder:/data/chest_xray")
+        splits, class_names = read_folder_splits(
+            Path(target),
+            size=size,
+            channels=channels,
+            seed=seed,
+            pattern=options.get("glob") or (card.options.get("glob") if card else None) or "**/*",
+            val_fraction=options.get("val_fraction", 0.15),
+            test_fraction=options.get("test_fraction", 0.15),
+            cache_dir=cache_dir or _default_cache_dir(),
+        )
+        name = name or Path(target).expanduser().resolve().name
+
+    if scheme != "folder":
+        for key, split in splits.items():
+            images = set_channels(split.images, channels)
+            images = resize(images, size if scheme != "digits" else None)
+            splits[key] = type(split)(images.contiguous(), split.labels, split.attributes)
+
+    num_classes = 1 + max(int(s.labels.max()) for s in splits.values())
+    if card is not None and card.classes and scheme != "folder":
+        if num_classes > len(card.classes):
+            raise UserError(f"dataset card {card.name!r} lists {len(card.classes)} classes but labels go up to {num_classes - 1}")
+        class_names = list(card.classes)
+    if class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    if len(class_names) < num_classes:
+        raise UserError(f"{len(class_names)} class names for labels up to {num_classes - 1}")
+    dataset = Dataset(
+        name=name,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        class_names=tuple(class_names),
+        spec=spec,
+        public=bool(card.public) if card else False,
+        description=card.title if card else "",
+    )
+    return dataset.validate()

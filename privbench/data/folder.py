@@ -1,0 +1,199 @@
+"""``folder:PATH``: an ImageFolder tree of image files, one sub-folder per class.
+
+Two layouts are understood:
+
+* ``PATH/train/<class>/...``, ``PATH/val/<class>/...``, ``PATH/test/<class>/...``
+  (also ``training``/``testing``/``validation``, any case); a missing val or test
+  split is carved out of train by a seeded stratified split;
+* ``PATH/<class>/...`` with no split folders: split 70 / 15 / 15, stratified, seeded.
+
+Images are decoded with Pillow, converted to grayscale or RGB, resized to a
+square ``size`` and cached as uint8 arrays under the cache directory, keyed by
+the file list, sizes, modification times and options, so a second load is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from privbench.api import Split
+from privbench.data.splits import stratified_split
+from privbench.errors import UserError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
+SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+DEFAULT_SIZE = 64
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _find_split_dirs(root: Path) -> dict[str, Path]:
+    by_lower = {p.name.lower(): p for p in _subdirs(root)}
+    found = {}
+    for split, aliases in SPLIT_ALIASES.items():
+        for alias in aliases:
+            if alias in by_lower:
+                found[split] = by_lower[alias]
+                break
+    return found
+
+
+def _image_files(class_dir: Path, pattern: str) -> list[Path]:
+    return sorted(
+        p for p in class_dir.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+
+
+def _collect(split_dir: Path, class_names: list[str], pattern: str) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        class_dir = split_dir / name
+        if not class_dir.is_dir():
+            continue
+        found = _image_files(class_dir, pattern)
+        files += found
+        labels += [label] * len(found)
+    return files, labels
+
+
+def _decode(path: Path, size: int, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: rescale before 8-bit conversion
+                arr = np.asarray(img, dtype=np.float64)
+                span = arr.max() - arr.min()
+                arr = (arr - arr.min()) / span * 255 if span > 0 else np.zeros_like(arr)
+                img = Image.fromarray(arr.astype(np.uint8))
+            img = img.convert(mode)
+            img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise UserError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+
+
+def _guess_channels(files: list[Path]) -> int:
+    """3 if any of the first images has colour in it, else 1 (X-rays are often saved as RGB)."""
+    from PIL import Image
+
+    for path in files[:16]:
+        try:
+            with Image.open(path) as img:
+                if img.mode in ("RGB", "RGBA", "P"):
+                    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+                    if np.abs(arr[..., 0] - arr[..., 1]).max() > 8 or np.abs(arr[..., 1] - arr[..., 2]).max() > 8:
+                        return 3
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UserError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+    return 1
+
+
+def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> np.ndarray:
+    mode = "L" if channels == 1 else "RGB"
+    key = hashlib.sha256(repr((size, channels)).encode())
+    for f in files:
+        st = f.stat()
+        key.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    cache_file = cache_dir / "folders" / f"{key.hexdigest()[:24]}.npy" if cache_dir else None
+    if cache_file is not None and cache_file.is_file():
+        try:
+            arr = np.load(cache_file, allow_pickle=False)
+            if arr.shape[0] == len(files):
+                return arr
+        except (ValueError, OSError, EOFError):
+            pass  # a damaged cache entry is rebuilt
+    workers = min(8, (os.cpu_count() or 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(lambda p: _decode(p, size, mode), files))
+    arr = np.stack(decoded)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    else:
+        arr = np.transpose(arr, (0, 3, 1, 2))
+    arr = np.ascontiguousarray(arr)
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
+            np.save(tmp, arr, allow_pickle=False)
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # caching is an optimisation; a read-only cache dir is fine
+    return arr
+
+
+def read_folder_splits(
+    root: Path,
+    *,
+    size: int | None,
+    channels: int | None,
+    seed: int = 0,
+    pattern: str = "**/*",
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    cache_dir: Path | None = None,
+) -> tuple[dict[str, Split], list[str]]:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UserError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder")
+    size = size or DEFAULT_SIZE
+    split_dirs = _find_split_dirs(root)
+    base = split_dirs.get("train", root)
+    class_names = [p.name for p in _subdirs(base) if _image_files(p, pattern)]
+    if len(class_names) < 2:
+        found = ", ".join(class_names) or "none"
+        raise UserError(
+            f"{base} holds image files for {len(class_names)} class folder(s) ({found}); "
+            f"privbench needs at least two classes, one sub-folder each"
+        )
+    for split, d in split_dirs.items():
+        extra = sorted({p.name for p in _subdirs(d) if _image_files(p, pattern)} - set(class_names))
+        if extra:
+            raise UserError(f"{d} has class folder(s) {', '.join(extra)} that {base} lacks")
+
+    files, labels = _collect(base, class_names, pattern)
+    groups: dict[str, tuple[list[Path], list[int]]] = {}
+    for split in ("val", "test"):
+        if split in split_dirs:
+            groups[split] = _collect(split_dirs[split], class_names, pattern)
+    carve = [s for s in ("val", "test") if s not in groups]
+    if carve:
+        fractions = {"val": val_fraction, "test": test_fraction}
+        parts_f = [fractions[s] for s in carve]
+        parts = stratified_split(np.asarray(labels), tuple([1 - sum(parts_f)] + parts_f), seed)
+        arr_files, arr_labels = np.asarray(files, dtype=object), np.asarray(labels)
+        groups["train"] = (list(arr_files[parts[0]]), arr_labels[parts[0]].tolist())
+        for s, idx in zip(carve, parts[1:]):
+            groups[s] = (list(arr_files[idx]), arr_labels[idx].tolist())
+    else:
+        groups["train"] = (files, labels)
+
+    if channels is None:
+        channels = _guess_channels(files)
+    if channels not in (1, 3):
+        raise UserError(f"channels must be 1 or 3, got {channels}")
+    splits = {}
+    for split in ("train", "val", "test"):
+        split_files, split_labels = groups[split]
+        if not split_files:
+            raise UserError(f"{root}: the {split} split has no images")
+        arr = _decode_all(split_files, size, channels, cache_dir)
+        images = torch.from_numpy(arr).float().div_(255.0)
+        splits[split] = Split(images, torch.tensor(split_labels, dtype=torch.int64))
+    return splits, class_names

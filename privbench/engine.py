@@ -1,0 +1,206 @@
+"""Running plugins: the host side of the contract.
+
+Commands and suite jobs call these functions rather than plugins directly, so
+that every run gets the same treatment: configuration checked against the
+plugin's ``Config``, the seed applied, the output checked against the data
+contract, provenance recorded, and timing measured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from privbench.api import AuditTarget, Dataset, Metric, Release, ResultRow, RunContext
+from privbench.config import build_config, config_to_dict
+from privbench.errors import UserError
+from privbench.plugins import Registry
+from privbench.results import RunInfo, environment_versions, utcnow
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without one is an error."""
+    import torch
+
+    name = (name or "auto").lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+        return name
+    if name == "cpu":
+        return "cpu"
+    raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global generators that plugins cannot avoid (module initialisation)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _check_release_output(release: Any, dataset: Dataset, method: str) -> None:
+    """A distiller's output must honour the data contract; a plugin bug is reported clearly."""
+    import torch
+
+    if not isinstance(release, Release):
+        raise UserError(f"distiller {method!r} returned {type(release).__name__}, not a Release")
+    x, y = release.images, release.labels
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != dataset.image_shape:
+        raise UserError(f"distiller {method!r} returned images of shape {tuple(getattr(x, 'shape', ()))}; expected N x {dataset.image_shape}")
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise UserError(f"distiller {method!r} returned {x.shape[0]} images but labels of shape {tuple(getattr(y, 'shape', ()))}")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise UserError(f"distiller {method!r} returned images outside [0, 1] or with NaN values")
+
+
+def run_distiller(
+    registry: Registry,
+    method: str,
+    dataset: Dataset,
+    ipc: int | None,
+    overrides: dict[str, Any] | None,
+    ctx: RunContext,
+) -> Release:
+    """Run a distiller with its checked config and return the release with full provenance."""
+    import torch
+
+    record = registry.record("distiller", method)
+    cls = record.cls
+    config = build_config(cls.Config, overrides, owner=f"distiller {method}")
+    if cls.uses_ipc:
+        if ipc is None:
+            raise UserError(f"distiller {method!r} needs --ipc")
+        if ipc < 1:
+            raise UserError(f"ipc must be a positive number of images per class, got {ipc}")
+    seed_everything(ctx.seed)
+    warnings_before = len(ctx.warnings)
+    started = time.perf_counter()
+    release = cls().distill(dataset, ipc if cls.uses_ipc else None, config, ctx)
+    elapsed = time.perf_counter() - started
+    _check_release_output(release, dataset, method)
+    release.images = release.images.detach().to("cpu", torch.float32).contiguous()
+    release.labels = release.labels.detach().to("cpu", torch.int64).contiguous()
+    manifest = dict(release.manifest)
+    manifest.update(
+        {
+            "method": method,
+            "ipc": ipc if cls.uses_ipc else None,
+            "images": len(release),
+            "config": config_to_dict(config),
+            "seed": ctx.seed,
+            "source_dataset": dataset.name,
+            "source_spec": dataset.spec,
+            "source_fingerprint": dataset.fingerprint,
+            "plugin_package": record.distribution,
+            "plugin_version": record.version,
+            "versions": environment_versions(),
+            "wall_time_s": round(elapsed, 3),
+            "device": ctx.device,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "warnings": ctx.warnings[warnings_before:],
+        }
+    )
+    release.manifest = manifest
+    return release
+
+
+def original_release(registry: Registry, dataset: Dataset, ctx: RunContext) -> Release:
+    """The whole private training set as a release (the ``original`` baseline)."""
+    return run_distiller(registry, "original", dataset, None, None, ctx)
+
+
+def make_rebuild(registry: Registry, manifest: dict[str, Any]) -> Callable[[Dataset, RunContext], Release]:
+    """Re-run the pipeline that made a release (same distiller, ipc and config) on another private set."""
+    method = manifest.get("method")
+    ipc = manifest.get("ipc")
+    overrides = dict(manifest.get("config") or {})
+
+    def rebuild(private: Dataset, ctx: RunContext) -> Release:
+        if not method:
+            raise UserError("the release manifest names no method, so its pipeline cannot be re-run")
+        return run_distiller(registry, method, private, ipc, overrides, ctx)
+
+    return rebuild
+
+
+def metric_instances(
+    registry: Registry, device: str, names: list[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Metric]:
+    """Every installed metric (or the named ones), configured and ready to score."""
+    overrides = overrides or {}
+    chosen = names if names else registry.names("metric")
+    out = {}
+    for name in chosen:
+        cls = registry.get("metric", name)
+        config = build_config(cls.Config, overrides.get(name), owner=f"metric {name}")
+        out[name] = cls(config, device)
+    return out
+
+
+def load_target_release(registry: Registry, dataset: Dataset, release_arg: str, ctx: RunContext) -> Release:
+    """``original`` or a release directory, checked against the dataset."""
+    from privbench.releases import load_release
+
+    if release_arg == "original":
+        return original_release(registry, dataset, ctx)
+    release = load_release(Path(release_arg))
+    release.check_against(dataset)
+    return release
+
+
+def run_attack(
+    registry: Registry,
+    name: str,
+    target: AuditTarget,
+    config: Any,
+    ctx: RunContext,
+) -> tuple[RunInfo, list[ResultRow]]:
+    """Run one attack and describe the run for the results tables."""
+    record = registry.record("attack", name)
+    seed_everything(ctx.seed)
+    warnings_before = len(ctx.warnings)
+    started_at = utcnow()
+    t0 = time.perf_counter()
+    rows = record.cls().run(target, config, ctx)
+    elapsed = time.perf_counter() - t0
+    if not isinstance(rows, list) or not all(isinstance(r, ResultRow) for r in rows):
+        raise UserError(f"attack {name!r} must return a list of ResultRow")
+    info = RunInfo(
+        job=f"audit/{name}",
+        task="audit",
+        evaluator=name,
+        plugin_package=record.distribution,
+        plugin_version=record.version,
+        config={"attack": name, "options": config_to_dict(config), **release_columns(target.release)},
+        seed=ctx.seed,
+        device=ctx.device,
+        warnings=ctx.warnings[warnings_before:],
+        started_at=started_at,
+        elapsed_s=elapsed,
+        **dataset_columns(target.dataset),
+        **release_columns(target.release),
+    )
+    return info, rows
+
+
+def dataset_columns(dataset: Dataset) -> dict[str, Any]:
+    return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint}
+
+
+def release_columns(release: Release) -> dict[str, Any]:
+    m = release.manifest
+    return {
+        "release_method": str(m.get("method", "")),
+        "release_ipc": m.get("ipc"),
+        "release_seed": m.get("seed"),
+    }

@@ -1,0 +1,263 @@
+"""Plugin discovery: entry points of the ``privbench`` group, one record per plugin.
+
+The built-in plugins come through the same door as a third party's package.
+Loading never raises: a plugin that fails to import, implements a hook wrongly,
+registers something that is not a subclass of the right base class, or
+duplicates a name becomes a record with ``status="error"`` and a one-line
+error. Commands that need such a plugin refuse with that line; other commands
+run. ``strict=True`` (``--strict-plugins`` or ``PRIVBENCH_STRICT_PLUGINS=1``)
+turns any failure into an error.
+
+Environment variables:
+
+``PRIVBENCH_LOAD_PLUGINS``
+    comma-separated distribution names to load besides the built-ins; set but
+    empty means built-ins only; unset means every installed plugin package.
+``PRIVBENCH_STRICT_PLUGINS``
+    ``1``/``true`` makes any load failure fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata as md
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pluggy
+
+from privbench import hookspecs
+from privbench.errors import PluginError
+
+GROUP = "privbench"
+BUILTIN_DISTRIBUTION = "privbench"
+ENV_LOAD = "PRIVBENCH_LOAD_PLUGINS"
+ENV_STRICT = "PRIVBENCH_STRICT_PLUGINS"
+
+KIND_BY_HOOK = {
+    "register_distillers": "distiller",
+    "register_attacks": "attack",
+    "register_metrics": "metric",
+}
+
+
+@dataclass
+class PluginRecord:
+    """What privbench knows about one plugin, whether it loaded or not."""
+
+    kind: str
+    name: str
+    distribution: str
+    version: str
+    status: str = "ok"
+    error: str | None = None
+    entry_point: str = ""
+    description: str = ""
+    cls: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "package": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "entry_point": self.entry_point,
+            "description": self.description,
+        }
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _normalise(dist_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Registry:
+    """Every plugin record, and lookups that fail with one clear line."""
+
+    def __init__(self, records: list[PluginRecord], plugin_manager: pluggy.PluginManager):
+        self.records = records
+        self.pm = plugin_manager
+
+    def failures(self) -> list[PluginRecord]:
+        return [r for r in self.records if not r.ok]
+
+    def available(self, kind: str) -> list[PluginRecord]:
+        return [r for r in self.records if r.kind == kind and r.ok]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(r.name for r in self.available(kind))
+
+    def record(self, kind: str, name: str) -> PluginRecord:
+        for r in self.records:
+            if r.kind == kind and r.name == name and r.ok:
+                return r
+        broken = [r for r in self.records if r.name == name and not r.ok and r.kind in (kind, "unknown")]
+        if broken:
+            r = broken[0]
+            raise PluginError(f"{kind} {name!r} from package {r.distribution} failed to load: {r.error}")
+        valid = ", ".join(self.names(kind)) or "none installed"
+        raise PluginError(f"unknown {kind} {name!r}; available: {valid}")
+
+    def get(self, kind: str, name: str) -> type:
+        return self.record(kind, name).cls
+
+    def require_clean(self) -> None:
+        """Strict mode: the first failure becomes an error."""
+        bad = self.failures()
+        if bad:
+            r = bad[0]
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise PluginError(
+                f"plugin {r.name!r} from package {r.distribution} failed to load: {r.error}{more}"
+            )
+
+
+def _allowed_distributions() -> set[str] | None:
+    raw = os.environ.get(ENV_LOAD)
+    if raw is None:
+        return None
+    return {_normalise(x) for x in raw.split(",") if x.strip()}
+
+
+def _entry_points() -> list[md.EntryPoint]:
+    eps = list(md.entry_points(group=GROUP))
+    allowed = _allowed_distributions()
+    seen: set[tuple[str, str, str]] = set()
+    keep = []
+    for ep in eps:
+        dist = _normalise(ep.dist.name) if ep.dist is not None else ""
+        if allowed is not None and dist != BUILTIN_DISTRIBUTION and dist not in allowed:
+            continue
+        key = (dist, ep.name, ep.value)
+        if key in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(key)
+        keep.append(ep)
+    # Built-ins first, so a third party cannot take over a built-in's name.
+    keep.sort(key=lambda ep: (_normalise(ep.dist.name) != BUILTIN_DISTRIBUTION if ep.dist else True,
+                              ep.dist.name if ep.dist else "", ep.name))
+    return keep
+
+
+def _base_for(kind: str) -> type:
+    from privbench.api import KINDS
+
+    return KINDS[kind]
+
+
+def _check_plugin_class(kind: str, obj: Any) -> str | None:
+    """Why ``obj`` is not a valid plugin class of this kind, or None."""
+    base = _base_for(kind)
+    if not isinstance(obj, type) or not issubclass(obj, base):
+        return f"registered {obj!r}, which is not a subclass of privbench.api.{base.__name__}"
+    name = getattr(obj, "name", "")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_\-]*", name):
+        return f"{obj.__name__} has no valid name (lower-case letters, digits, '-' or '_'): {name!r}"
+    config = getattr(obj, "Config", None)
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        return f"{obj.__name__}.Config must be a dataclass"
+    if not config.__dataclass_params__.frozen:
+        return f"{obj.__name__}.Config must be a frozen dataclass"
+    try:
+        config()
+    except Exception as exc:  # noqa: BLE001 - reported as data
+        return f"{obj.__name__}.Config() needs defaults for every field: {one_line(exc)}"
+    if kind == "metric" and not isinstance(getattr(obj, "higher_is_better", None), bool):
+        return f"{obj.__name__}.higher_is_better must be True or False"
+    return None
+
+
+def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Registry:
+    """Load every plugin entry point and return the records. Never raises."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    records: list[PluginRecord] = []
+    by_key: dict[tuple[str, str], PluginRecord] = {}
+
+    for ep in entry_points if entry_points is not None else _entry_points():
+        dist = ep.dist.name if ep.dist is not None else "unknown"
+        version = ep.dist.version if ep.dist is not None else ""
+        where = f"{ep.name} = {ep.value}"
+
+        def fail(message: str, kind: str = "unknown", name: str = ep.name) -> None:
+            records.append(PluginRecord(kind, name, dist, version, "error", message, where))
+
+        try:
+            module = ep.load()
+        except BaseException as exc:  # noqa: BLE001 - a plugin may even call sys.exit
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            fail(f"import failed: {one_line(exc)}")
+            continue
+        try:
+            pm.register(module, name=f"{dist}:{ep.name}")
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            fail(f"invalid hook implementation: {one_line(exc)}")
+            continue
+        callers = pm.get_hookcallers(module) or []
+        unknown = [hc.name for hc in callers if not hc.has_spec()]
+        if unknown:
+            pm.unregister(module)
+            fail(f"implements unknown hook(s) {', '.join(unknown)}; known: {', '.join(KIND_BY_HOOK)}, register_commands")
+            continue
+
+        for hook_name, kind in KIND_BY_HOOK.items():
+            impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is module]
+            for impl in impls:
+                registered: list[Any] = []
+                try:
+                    impl.function(**{arg: registered.append for arg in impl.argnames})
+                except Exception as exc:  # noqa: BLE001
+                    fail(f"{hook_name} raised {one_line(exc)}", kind)
+                    continue
+                for obj in registered:
+                    problem = _check_plugin_class(kind, obj)
+                    name = getattr(obj, "name", None) or getattr(obj, "__name__", repr(obj))
+                    if problem:
+                        fail(problem, kind, str(name))
+                        continue
+                    first = by_key.get((kind, obj.name))
+                    if first is not None:
+                        fail(
+                            f"duplicate {kind} name {obj.name!r}: provided by both "
+                            f"{first.distribution} {first.version} and {dist} {version}; "
+                            f"the one from {first.distribution} is kept",
+                            kind,
+                            obj.name,
+                        )
+                        continue
+                    rec = PluginRecord(kind, obj.name, dist, version, "ok", None, where, obj.summary(), obj)
+                    by_key[(kind, obj.name)] = rec
+                    records.append(rec)
+    return Registry(records, pm)
+
+
+_cached: Registry | None = None
+
+
+def get_registry(strict: bool | None = None, refresh: bool = False) -> Registry:
+    """The process-wide registry (loaded once); ``strict`` raises on any failure."""
+    global _cached
+    if _cached is None or refresh:
+        _cached = load_registry()
+    if strict is None:
+        strict = truthy(os.environ.get(ENV_STRICT))
+    if strict:
+        _cached.require_clean()
+    return _cached

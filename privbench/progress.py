@@ -1,0 +1,99 @@
+"""Rich progress bars for long work, behind the plain :class:`~privbench.api.ProgressReporter`.
+
+Bars go to stderr so stdout stays clean for tables and JSON. Nested tasks (a
+suite, its jobs, a job's iterations) share one live display.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from privbench.api import ProgressReporter
+
+
+def _format_fields(fields: dict[str, Any]) -> str:
+    parts = []
+    for key, value in fields.items():
+        if isinstance(value, float):
+            parts.append(f"{key}={value:.4g}")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: Any):
+        self.progress = progress
+        self.task_id = task_id
+
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        if fields:
+            self.progress.update(self.task_id, advance=steps, info=escape(_format_fields(fields)))
+        else:
+            self.progress.update(self.task_id, advance=steps)
+
+
+class RichProgress(ProgressReporter):
+    """Progress bars on stderr; ``quiet`` keeps only warnings."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False):
+        self.console = console or Console(stderr=True)
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._depth = 0
+
+    def _ensure(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+        return self._progress
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[_RichTask]:
+        if self.quiet:
+            yield _QuietTask()
+            return
+        progress = self._ensure()
+        self._depth += 1
+        task_id = progress.add_task(escape(description), total=total, info="")
+        try:
+            yield _RichTask(progress, task_id)
+        finally:
+            progress.update(task_id, completed=progress.tasks[task_id].total or progress.tasks[task_id].completed)
+            if self._depth > 1:
+                progress.remove_task(task_id)
+            self._depth -= 1
+            if self._depth == 0:
+                progress.stop()
+                self._progress = None
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+class _QuietTask:
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        pass

@@ -1,0 +1,243 @@
+"""The one results writer: long ("tidy") Parquet tables, written atomically.
+
+``results.parquet`` holds one row per measured number (value, ci_low, ci_high,
+n, higher_is_better, ...). ``runs.parquet`` holds one row per run with its full
+configuration as JSON. Both are plain Parquet: pandas, polars and DuckDB read
+them. Writes go to a temporary file in the same directory and are renamed into
+place, so a crash never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import privbench
+from privbench.api import ResultRow
+from privbench.config import canonical_json, config_hash
+from privbench.errors import UserError
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("job", pa.string()),
+        ("task", pa.string()),
+        ("dataset", pa.string()),
+        ("dataset_fingerprint", pa.string()),
+        ("release_method", pa.string()),
+        ("release_ipc", pa.int64()),
+        ("release_seed", pa.int64()),
+        ("evaluator", pa.string()),
+        ("measure", pa.string()),
+        ("subset", pa.string()),
+        ("value", pa.float64()),
+        ("ci_low", pa.float64()),
+        ("ci_high", pa.float64()),
+        ("n", pa.int64()),
+        ("higher_is_better", pa.bool_()),
+        ("status", pa.string()),
+        ("detail", pa.string()),
+        ("elapsed_s", pa.float64()),
+        ("device", pa.string()),
+        ("config_hash", pa.string()),
+        ("plugin_package", pa.string()),
+        ("plugin_version", pa.string()),
+        ("privbench_version", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("job", pa.string()),
+        ("task", pa.string()),
+        ("dataset", pa.string()),
+        ("dataset_fingerprint", pa.string()),
+        ("release_method", pa.string()),
+        ("release_ipc", pa.int64()),
+        ("release_seed", pa.int64()),
+        ("evaluator", pa.string()),
+        ("plugin_package", pa.string()),
+        ("plugin_version", pa.string()),
+        ("config", pa.string()),
+        ("config_hash", pa.string()),
+        ("seed", pa.int64()),
+        ("device", pa.string()),
+        ("status", pa.string()),
+        ("warnings", pa.string()),
+        ("versions", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("elapsed_s", pa.float64()),
+    ]
+)
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions worth recording beside a number."""
+    out = {"privbench": privbench.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "numpy"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:  # pragma: no cover
+                continue
+        out[mod] = getattr(m, "__version__", "")
+    return out
+
+
+@dataclass
+class RunInfo:
+    """Who measured what, where and how: the columns the host adds to each row."""
+
+    job: str
+    task: str
+    dataset: str = ""
+    dataset_fingerprint: str = ""
+    release_method: str = ""
+    release_ipc: int | None = None
+    release_seed: int | None = None
+    evaluator: str = ""
+    plugin_package: str = ""
+    plugin_version: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    device: str = "cpu"
+    status: str = "ok"
+    warnings: list[str] = field(default_factory=list)
+    started_at: dt.datetime = field(default_factory=utcnow)
+    elapsed_s: float = 0.0
+    run_id: str = field(default_factory=new_run_id)
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+
+def result_records(info: RunInfo, rows: Iterable[ResultRow]) -> list[dict[str, Any]]:
+    """Full result-table records: each row with the run's columns added."""
+    now = utcnow()
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "run_id": info.run_id,
+                "job": info.job,
+                "task": info.task,
+                "dataset": info.dataset,
+                "dataset_fingerprint": info.dataset_fingerprint,
+                "release_method": info.release_method,
+                "release_ipc": info.release_ipc,
+                "release_seed": info.release_seed,
+                "evaluator": info.evaluator,
+                "measure": r.measure,
+                "subset": r.subset,
+                "value": None if r.value is None else float(r.value),
+                "ci_low": None if r.ci_low is None else float(r.ci_low),
+                "ci_high": None if r.ci_high is None else float(r.ci_high),
+                "n": int(r.n),
+                "higher_is_better": r.higher_is_better,
+                "status": r.status,
+                "detail": canonical_json(r.detail) if r.detail else "",
+                "elapsed_s": float(info.elapsed_s),
+                "device": info.device,
+                "config_hash": info.config_hash,
+                "plugin_package": info.plugin_package,
+                "plugin_version": info.plugin_version,
+                "privbench_version": privbench.__version__,
+                "created_at": now,
+            }
+        )
+    return out
+
+
+def run_record(info: RunInfo) -> dict[str, Any]:
+    return {
+        "run_id": info.run_id,
+        "job": info.job,
+        "task": info.task,
+        "dataset": info.dataset,
+        "dataset_fingerprint": info.dataset_fingerprint,
+        "release_method": info.release_method,
+        "release_ipc": info.release_ipc,
+        "release_seed": info.release_seed,
+        "evaluator": info.evaluator,
+        "plugin_package": info.plugin_package,
+        "plugin_version": info.plugin_version,
+        "config": canonical_json(info.config),
+        "config_hash": info.config_hash,
+        "seed": info.seed,
+        "device": info.device,
+        "status": info.status,
+        "warnings": json.dumps(info.warnings),
+        "versions": canonical_json(environment_versions()),
+        "started_at": info.started_at,
+        "elapsed_s": float(info.elapsed_s),
+    }
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_table(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_results(path: Path, records: list[dict[str, Any]]) -> None:
+    write_table(path, to_table(records, RESULTS_SCHEMA))
+
+
+def write_runs(path: Path, records: list[dict[str, Any]]) -> None:
+    write_table(path, to_table(records, RUNS_SCHEMA))
+
+
+def read_table(path: Path) -> pa.Table:
+    """Read a privbench Parquet file; a missing or corrupt file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such results file: {path}")
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{path} is not a readable Parquet file: {' '.join(str(exc).split())}") from exc
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return read_table(path).to_pylist()
