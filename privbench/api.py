@@ -42,6 +42,9 @@ __all__ = [
     "Attack",
     "Metric",
     "MetricUnavailable",
+    "ImageScores",
+    "score_images",
+    "summarise_scores",
     "NoConfig",
     "UserError",
     "require_ipc_fits",
@@ -256,6 +259,17 @@ class Release:
 # --------------------------------------------------------------------------- context
 
 
+def default_cache_dir() -> Path:
+    """``$PRIVBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/privbench``, else ``~/.cache/privbench``."""
+    import os
+
+    explicit = os.environ.get("PRIVBENCH_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "privbench"
+
+
 class ProgressTask(Protocol):
     def advance(self, steps: int = 1, **fields: Any) -> None: ...
 
@@ -287,7 +301,7 @@ class RunContext:
 
     device: str = "cpu"
     seed: int = 0
-    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "privbench")
+    cache_dir: Path = field(default_factory=default_cache_dir)
     progress: ProgressReporter = field(default_factory=ProgressReporter)
     allow_private_images: bool = False
     out_dir: Path | None = None
@@ -375,6 +389,29 @@ class ResultRow:
             "ok",
             dict(detail or {}),
         )
+
+    @classmethod
+    def bootstrap(
+        cls,
+        measure: str,
+        statistic: Callable[..., float],
+        *arrays: Any,
+        higher_is_better: bool | None,
+        strata: Any = None,
+        resamples: int = 1000,
+        seed: int = 0,
+        subset: str = "all",
+        detail: dict[str, Any] | None = None,
+    ) -> "ResultRow":
+        """``statistic(*arrays)`` (an AUC, a TPR at fixed FPR) with a seeded bootstrap 95% CI.
+
+        Rows of ``arrays`` are resampled jointly; ``strata`` (e.g. member labels)
+        keeps each group's size fixed in every resample.
+        """
+        from privbench.stats import bootstrap_ci
+
+        est = bootstrap_ci(statistic, *arrays, resamples=resamples, seed=seed, strata=strata)
+        return cls(measure, est.value, est.ci_low, est.ci_high, est.n, higher_is_better, subset, "ok", dict(detail or {}))
 
     @classmethod
     def unavailable(
@@ -491,6 +528,67 @@ class Metric(Plugin):
 
     def score(self, reference: "torch.Tensor", candidate: "torch.Tensor") -> "torch.Tensor":
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """One metric's per-image values for a batch of image pairs, or why there are none.
+
+    ``values`` is a float64 CPU tensor with one value per pair, or ``None`` when
+    the metric is unavailable on this machine (then ``reason`` says why, in one
+    line). ``higher_is_better`` is copied from the metric so a summary row knows
+    which way is a closer copy.
+    """
+
+    metric: str
+    higher_is_better: bool
+    values: "torch.Tensor | None"
+    reason: str | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def available(self) -> bool:
+        return self.values is not None
+
+
+def score_images(
+    metrics: "dict[str, Metric]",
+    reference: "torch.Tensor",
+    candidate: "torch.Tensor",
+    *,
+    progress: ProgressReporter | None = None,
+) -> dict[str, ImageScores]:
+    """Score each candidate image against the reference image at the same index, with every metric.
+
+    ``reference`` and ``candidate`` are float32 N x C x H x W tensors in [0, 1]
+    with equal shapes; anything else raises :class:`UserError` with one line. A
+    metric that raises :class:`MetricUnavailable` (in ``check_available`` or
+    ``score``) gives an entry with ``values=None`` and the reason instead of
+    stopping the others. Returns ``{metric name: ImageScores}`` in the order of
+    ``metrics``.
+    """
+    from privbench.scoring import score_images as _score_images
+
+    return _score_images(metrics, reference, candidate, progress=progress)
+
+
+def summarise_scores(
+    scores: dict[str, ImageScores],
+    prefix: str = "",
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    subset: str = "all",
+) -> list[ResultRow]:
+    """One :class:`ResultRow` per metric: the mean over images with a seeded bootstrap 95% CI and n.
+
+    The measure is ``f"{prefix}.{metric}"`` (just the metric name when
+    ``prefix`` is empty) and ``higher_is_better`` comes from the metric. An
+    unavailable metric gives an ``unavailable`` row that keeps its reason.
+    """
+    from privbench.scoring import summarise_scores as _summarise_scores
+
+    return _summarise_scores(scores, prefix, resamples=resamples, seed=seed, subset=subset)
 
 
 KINDS: dict[str, type[Plugin]] = {"distiller": Distiller, "attack": Attack, "metric": Metric}

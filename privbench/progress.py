@@ -82,7 +82,9 @@ class RichProgress(ProgressReporter):
         try:
             yield _RichTask(progress, task_id)
         finally:
-            progress.update(task_id, completed=progress.tasks[task_id].total or progress.tasks[task_id].completed)
+            # Task ids are not list positions once nested tasks have been removed.
+            done = next(t for t in progress.tasks if t.id == task_id)
+            progress.update(task_id, completed=done.total or done.completed)
             if self._depth > 1:
                 progress.remove_task(task_id)
             self._depth -= 1

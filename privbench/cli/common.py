@@ -44,7 +44,11 @@ def registry_from(ctx: click.Context) -> Registry:
 
 
 def stdout_console() -> Console:
-    return Console(highlight=False)
+    """Tables on stdout; wide enough when piped to a file, where no terminal sets the width."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=140)
+    return console
 
 
 def make_run_context(device: str, seed: int, quiet: bool, cache_dir: Path | None = None, **extra: Any):

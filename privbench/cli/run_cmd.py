@@ -1,14 +1,64 @@
-"""``privbench run``: a whole suite (placeholder until the suite runner lands)."""
+"""``privbench run``: a whole suite, resumable, ending in Parquet tables and a report."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from privbench.errors import UserError
+from privbench.cli.common import cache_option, device_option, quiet_option, registry_from, stdout_console
 
 
 @click.command("run")
 @click.argument("suite", required=False, default="quickstart")
-def command(suite: str) -> None:
-    """Run a suite from registry/suites/."""
-    raise UserError("privbench run is not implemented yet")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: privbench-out/SUITE).")
+@click.option("--fresh", is_flag=True, help="Recompute every job instead of reusing finished ones.")
+@click.option("--show-private-images", is_flag=True,
+              help="Allow report figures of private images even if the dataset card does not mark the data public.")
+@click.option("--no-report", is_flag=True, help="Write the tables only.")
+@click.option("--list", "list_suites", is_flag=True, help="List the suites in the registry and exit.")
+@device_option
+@quiet_option
+@cache_option
+@click.pass_context
+def command(ctx, suite, out_dir, fresh, show_private_images, no_report, list_suites, device, quiet, cache_dir):
+    """Run SUITE (a name from registry/suites/ or a .toml path; default: quickstart).
+
+    Finished jobs are cached in OUT/jobs/ by a hash of their configuration: run the
+    same command again after an interruption and only unfinished jobs run.
+    """
+    from privbench.jobs import run_suite
+    from privbench.outputs import check_output_dir
+    from privbench.suites import available_suites, parse_suite, suite_path, validate_suite
+
+    console = stdout_console()
+    if list_suites:
+        for name, path in available_suites().items():
+            first = parse_suite(path).description.splitlines()
+            console.print(f"[bold]{name}[/]  {first[0] if first else ''}")
+        return
+    registry = registry_from(ctx)
+    spec = parse_suite(suite_path(suite))
+    validate_suite(spec, registry)
+    out_dir = Path(out_dir) if out_dir else Path("privbench-out") / spec.name
+    from privbench.errors import UserError
+
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "jobs").is_dir():
+        raise UserError(f"{out_dir} is not empty and holds no suite run; choose another --out")
+    check_output_dir(out_dir, force=True)  # reusing a suite's own folder is how it resumes
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, runs, stats = run_suite(
+        spec, registry, out_dir, device=device, fresh=fresh, quiet=quiet, cache_dir=cache_dir,
+        show_private_images=show_private_images, console=console,
+    )
+    console.print(
+        f"suite [bold]{spec.name}[/]: {stats['jobs']} jobs, {stats['ran']} run, {stats['cached']} reused "
+        f"in {stats['seconds']:.1f} s -> {results}"
+    )
+    if not no_report:
+        from privbench.report import write_report
+
+        html = write_report(results, out_dir, runs_path=runs, jobs_dir=out_dir / "jobs",
+                            show_private_images=show_private_images or spec.show_private_images)
+        console.print(f"report: {html}")

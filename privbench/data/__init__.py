@@ -58,13 +58,9 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     return scheme, target, options
 
 
-def _default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "privbench"
-
-
 def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # noqa: F821
     """Load and validate a dataset; bad input raises :class:`UserError` with one line."""
-    from privbench.api import Dataset
+    from privbench.api import Dataset, default_cache_dir
     from privbench.data import cards as cards_mod
     from privbench.data.arrays import resize, set_channels
 
@@ -85,8 +81,13 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
     elif scheme == "digits":
         card = cards_mod.find_card("digits")
 
-    size = options.get("size") or (card.image_size if card else None)
-    channels = options.get("channels") or (card.channels if card else None)
+    # Files keep their native size unless asked; a card's size is the default for folders,
+    # whose images come in any size.
+    size = options.get("size")
+    channels = options.get("channels")
+    if scheme == "folder" and card is not None:
+        size = size or card.image_size
+        channels = channels or card.channels
     seed = options.get("seed", 0)
     class_names: list[str] | None = None
     name = card.name if card else ""
@@ -122,7 +123,7 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
             pattern=options.get("glob") or (card.options.get("glob") if card else None) or "**/*",
             val_fraction=options.get("val_fraction", 0.15),
             test_fraction=options.get("test_fraction", 0.15),
-            cache_dir=cache_dir or _default_cache_dir(),
+            cache_dir=cache_dir or default_cache_dir(),
         )
         name = name or Path(target).expanduser().resolve().name
 
