@@ -1,0 +1,265 @@
+"""The suite runner: jobs as pure functions of their configuration, cached by its hash.
+
+A suite expands into jobs: one ``distill`` job per (dataset, release, seed), then
+``utility`` jobs (one per model) and ``audit`` jobs (one per attack) that read
+the release their distill job made. A job's key is the hash of everything its
+result depends on (dataset fingerprint, plugin and version, options, seed), and
+its output lives in ``OUT/jobs/<key>/``, written in a staging folder and renamed
+into place when complete. So a run that is interrupted (Ctrl-C, a kill, a power
+cut) and started again recomputes only what had not finished, and no result
+file is ever torn. ``results.parquet`` and ``runs.parquet`` are then assembled
+from the finished jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from privbench.config import build_config, canonical_json, config_hash, config_to_dict
+from privbench.plugins import Registry
+from privbench.suites import ReleaseSpec, Suite
+
+JOB_FILE = "job.json"
+
+
+@dataclass
+class Job:
+    kind: str  # distill | utility | audit
+    dataset: str
+    release: ReleaseSpec
+    seed: int
+    key: str = ""
+    label: str = ""
+    evaluator: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    depends_on: str | None = None
+    identity: dict[str, Any] = field(default_factory=dict)
+
+
+def _release_label(rel: ReleaseSpec) -> str:
+    return rel.method if rel.ipc is None else f"{rel.method} ipc={rel.ipc}"
+
+
+def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) -> list[Job]:
+    """Every job of the suite in dependency order, each with its cache key."""
+    import privbench
+
+    jobs: list[Job] = []
+    for spec in suite.datasets:
+        for rel in suite.releases:
+            record = registry.record("distiller", rel.method)
+            config = config_to_dict(build_config(record.cls.Config, rel.config, owner=f"distiller {rel.method}"))
+            for seed in suite.seeds:
+                identity = {
+                    "kind": "distill",
+                    "dataset": fingerprints[spec],
+                    "method": rel.method,
+                    "ipc": rel.ipc,
+                    "config": config,
+                    "seed": seed,
+                    "plugin": [record.distribution, record.version],
+                    "privbench": privbench.__version__,
+                }
+                distill = Job("distill", spec, rel, seed, config_hash(identity),
+                              f"{spec}: distill {_release_label(rel)} seed={seed}", rel.method, config, None, identity)
+                jobs.append(distill)
+                for model in suite.utility_models:
+                    from privbench.utility import UtilityConfig
+
+                    ucfg = config_to_dict(build_config(UtilityConfig, suite.utility_config, owner="utility"))
+                    ident = {"kind": "utility", "release": distill.key, "model": model, "config": ucfg,
+                             "seeds": suite.utility_seeds}
+                    jobs.append(Job("utility", spec, rel, seed, config_hash(ident),
+                                    f"{spec}: utility {model} on {_release_label(rel)} seed={seed}", model,
+                                    {"config": ucfg, "seeds": suite.utility_seeds}, distill.key, ident))
+                for attack in suite.attacks:
+                    arec = registry.record("attack", attack)
+                    acfg = config_to_dict(build_config(arec.cls.Config, suite.attack_config.get(attack), owner=attack))
+                    metrics = suite.metrics or registry.names("metric")
+                    mcfg = {m: suite.metric_config.get(m, {}) for m in metrics}
+                    ident = {"kind": "audit", "release": distill.key, "attack": attack, "config": acfg,
+                             "metrics": mcfg, "plugin": [arec.distribution, arec.version],
+                             "show_private_images": suite.show_private_images}
+                    jobs.append(Job("audit", spec, rel, seed, config_hash(ident),
+                                    f"{spec}: audit {attack} on {_release_label(rel)} seed={seed}", attack,
+                                    {"config": acfg, "metrics": metrics, "metric_config": mcfg}, distill.key, ident))
+    return jobs
+
+
+class JobStore:
+    """Finished jobs on disk: ``root/<key>/`` exists only when the job completed."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def done(self, key: str) -> bool:
+        return (self.path(key) / JOB_FILE).is_file()
+
+    def clean_partials(self) -> int:
+        """Remove staging folders that an interrupted run left behind."""
+        if not self.root.is_dir():
+            return 0
+        stale = [p for p in self.root.iterdir() if p.name.startswith(".") and ".partial-" in p.name]
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True)
+        return len(stale)
+
+    def complete(self, job: Job, work: Callable[[Path], dict[str, Any]]) -> None:
+        """Run ``work(staging_dir)`` and rename the folder into place once it returns."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".{job.key}.partial-{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            summary = work(staging)
+            (staging / JOB_FILE).write_text(
+                json.dumps({"kind": job.kind, "label": job.label, "identity": job.identity, **summary},
+                           indent=2, sort_keys=True, default=str)
+            )
+            final = self.path(job.key)
+            if final.exists():  # a finished copy from a concurrent run: keep it
+                shutil.rmtree(staging)
+                return
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
+def _stamp(records: list[dict[str, Any]], job: Job) -> None:
+    for r in records:
+        r["run_id"] = job.key
+
+
+def execute_job(job: Job, stage: Path, *, registry: Registry, datasets: dict[str, Any], store: JobStore,
+                ctx_factory: Callable[..., Any]) -> dict[str, Any]:
+    """Run one job into ``stage``; return a small summary for job.json."""
+    from privbench.results import result_records, run_record, write_results, write_runs
+
+    dataset = datasets[job.dataset]
+    if job.kind == "distill":
+        from privbench.engine import dataset_columns, release_columns, run_distiller
+        from privbench.imaging import release_preview
+        from privbench.releases import save_release
+        from privbench.results import RunInfo
+
+        ctx = ctx_factory(seed=job.seed, out_dir=stage, public=dataset.public)
+        release = run_distiller(registry, job.release.method, dataset, job.release.ipc, job.release.config, ctx)
+        save_release(release, stage)
+        release_preview(release.images, release.labels, dataset.num_classes, stage / "preview.png")
+        m = release.manifest
+        info = RunInfo(job=job.label, task="distill", evaluator=job.release.method,
+                       plugin_package=m["plugin_package"], plugin_version=m["plugin_version"],
+                       config=job.identity, seed=job.seed, device=ctx.device, warnings=list(m.get("warnings", [])),
+                       elapsed_s=float(m["wall_time_s"]), run_id=job.key,
+                       **dataset_columns(dataset), **release_columns(release))
+        write_runs(stage / "runs.parquet", [run_record(info)])
+        return {"images": len(release), "wall_time_s": m["wall_time_s"]}
+
+    from privbench.releases import load_release
+
+    release = load_release(store.path(job.depends_on))
+    ctx = ctx_factory(seed=job.seed, out_dir=stage, public=dataset.public)
+    if job.kind == "utility":
+        from privbench.utility import UtilityConfig, evaluate_release
+
+        config = build_config(UtilityConfig, job.options["config"], owner="utility")
+        runs = evaluate_release(release, dataset, models=[job.evaluator], seeds=job.options["seeds"],
+                                config=config, ctx=ctx)
+    else:
+        from privbench.api import AuditTarget
+        from privbench.engine import make_rebuild, metric_instances, run_attack
+
+        target = AuditTarget(
+            dataset=dataset,
+            release=release,
+            metrics=metric_instances(registry, ctx.device, job.options["metrics"], job.options["metric_config"]),
+            rebuild=make_rebuild(registry, release.manifest),
+        )
+        cls = registry.get("attack", job.evaluator)
+        config = build_config(cls.Config, job.options["config"], owner=f"attack {job.evaluator}")
+        runs = [run_attack(registry, job.evaluator, target, config, ctx)]
+    records, run_rows = [], []
+    for info, rows in runs:
+        info.run_id = job.key
+        info.job = job.label
+        records += result_records(info, rows)
+        run_rows.append(run_record(info))
+    _stamp(records, job)
+    write_results(stage / "results.parquet", records)
+    write_runs(stage / "runs.parquet", run_rows)
+    return {"rows": len(records)}
+
+
+def collect_tables(store: JobStore, jobs: list[Job], out_dir: Path) -> tuple[Path, Path]:
+    """Assemble results.parquet and runs.parquet from the finished jobs, in plan order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from privbench.results import RESULTS_SCHEMA, RUNS_SCHEMA, write_table
+
+    results, runs = [], []
+    for job in jobs:
+        d = store.path(job.key)
+        if (d / "results.parquet").is_file():
+            results.append(pq.read_table(d / "results.parquet").cast(RESULTS_SCHEMA))
+        if (d / "runs.parquet").is_file():
+            runs.append(pq.read_table(d / "runs.parquet").cast(RUNS_SCHEMA))
+    res_path, runs_path = out_dir / "results.parquet", out_dir / "runs.parquet"
+    write_table(res_path, pa.concat_tables(results) if results else RESULTS_SCHEMA.empty_table())
+    write_table(runs_path, pa.concat_tables(runs) if runs else RUNS_SCHEMA.empty_table())
+    return res_path, runs_path
+
+
+def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str, fresh: bool, quiet: bool,
+              cache_dir: Path | None, show_private_images: bool, console: Any) -> tuple[Path, Path, dict[str, Any]]:
+    """Plan, run what is not cached, assemble the tables. Returns paths and run statistics."""
+    from privbench.cli.common import make_run_context
+    from privbench.data import load_dataset
+
+    out_dir = Path(out_dir)
+    store = JobStore(out_dir / "jobs")
+    if fresh and store.root.exists():
+        shutil.rmtree(store.root)
+    store.clean_partials()
+
+    datasets = {spec: load_dataset(spec, cache_dir=cache_dir) for spec in suite.datasets}
+    fingerprints = {spec: ds.fingerprint for spec, ds in datasets.items()}
+    jobs = plan_jobs(suite, registry, fingerprints)
+    base_ctx = make_run_context(device, 0, quiet, cache_dir)
+
+    def ctx_factory(seed: int, out_dir: Path, public: bool):
+        allow = bool(public or show_private_images or suite.show_private_images)
+        return base_ctx.derive(seed=seed, out_dir=out_dir, allow_private_images=allow, warnings=[])
+
+    stats = {"jobs": len(jobs), "cached": 0, "ran": 0, "seconds": 0.0}
+    started = time.perf_counter()
+    with base_ctx.progress.task(f"suite {suite.name}", total=len(jobs)) as bar:
+        for job in jobs:
+            if store.done(job.key):
+                stats["cached"] += 1
+                bar.advance(1, job="cached")
+                continue
+            t0 = time.perf_counter()
+            store.complete(job, lambda stage, job=job: execute_job(job, stage, registry=registry, datasets=datasets,
+                                                                    store=store, ctx_factory=ctx_factory))
+            stats["ran"] += 1
+            if not quiet:
+                console.print(f"[green]done[/] {job.label} ({time.perf_counter() - t0:.1f} s)")
+            bar.advance(1)
+    stats["seconds"] = time.perf_counter() - started
+    res_path, runs_path = collect_tables(store, jobs, out_dir)
+    (out_dir / "suite.json").write_text(
+        canonical_json({"suite": suite.name, "source": str(suite.source), "raw": suite.raw,
+                        "jobs": [{"key": j.key, "kind": j.kind, "label": j.label} for j in jobs]})
+    )
+    return res_path, runs_path, stats
