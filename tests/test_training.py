@@ -128,16 +128,3 @@ def test_derive_seed_is_stable_and_separates_purposes():
     assert derive_seed(3, "init") == derive_seed(3, "init")
     assert derive_seed(3, "init") != derive_seed(3, "batches") != derive_seed(4, "init")
     assert 0 <= derive_seed(3, "init") < 2**63
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_training_and_prediction_on_cuda(digits):
-    ctx = RunContext(device="cuda")
-    model = make_model("convnet", 1, 10, 16, seed=0, width=32)
-    config = TrainConfig(epochs=3, batch_size=32, lr=0.05)
-    model = train_classifier(model, digits.train.images, digits.train.labels, config, ctx,
-                             generator=torch.Generator().manual_seed(0))
-    assert next(model.parameters()).device.type == "cuda"
-    probs = predict_proba(model, digits.test.images, ctx)
-    assert probs.device.type == "cpu"
-    assert classification_scores(probs, digits.test.labels, 10)["accuracy"] > 0.6

@@ -1,0 +1,144 @@
+"""Suites: validation before anything runs, caching, resume after a kill, third-party plugins."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import ROOT, assert_one_line_error
+
+SUITE = """
+name = "tiny"
+datasets = ["digits"]
+seeds = [0, 1, 2]
+
+[[releases]]
+method = "random"
+ipc = [2]
+
+[utility]
+models = ["convnet"]
+seeds = 1
+config = {{ epochs = {epochs}, width = 16, batch_size = 64 }}
+"""
+
+
+def _write_suite(path, epochs=2, extra=""):
+    path.write_text(SUITE.format(epochs=epochs) + extra)
+    return path
+
+
+def _values(results_path):
+    rows = pq.read_table(results_path).to_pylist()
+    return sorted((r["job"], r["measure"], r["subset"], r["value"], r["ci_low"], r["ci_high"], r["n"]) for r in rows)
+
+
+def test_suite_runs_caches_and_reports(cli, tmp_path):
+    suite = _write_suite(tmp_path / "tiny.toml")
+    out = tmp_path / "out"
+    first = cli("run", suite, "--out", out, "-q")
+    assert first.code == 0, first.err
+    assert "6 jobs, 6 run, 0 reused" in first.out
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    assert {r["measure"] for r in rows} == {"accuracy", "balanced_accuracy", "roc_auc"}
+    assert {r["release_seed"] for r in rows} == {0, 1, 2}
+    assert (out / "report.html").stat().st_size > 1000
+    runs = pq.read_table(out / "runs.parquet").to_pylist()
+    assert {r["task"] for r in runs} == {"distill", "utility"}
+
+    again = cli("run", suite, "--out", out, "-q")
+    assert "6 jobs, 0 run, 6 reused" in again.out
+    assert _values(out / "results.parquet") == sorted(_values(out / "results.parquet"))
+
+    fresh = cli("run", suite, "--out", out, "-q", "--fresh")
+    assert "6 jobs, 6 run, 0 reused" in fresh.out
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ('\n[[releases]]\nmethod = "nope"\nipc = [1]\n', "unknown distiller 'nope'; available:"),
+        ('\n[[releases]]\nmethod = "random"\nipc = [1]\nconfig = { speed = 2 }\n', "unknown option speed"),
+        ('\n[audit]\nattacks = ["nope"]\n', "unknown attack 'nope'"),
+        ('\ncolour = "red"\n', "unknown key(s) colour; valid keys:"),
+    ],
+)
+def test_suites_are_validated_before_anything_runs(cli, tmp_path, extra, needle):
+    suite = _write_suite(tmp_path / "bad.toml", extra=extra)
+    out = tmp_path / "out"
+    assert_one_line_error(cli("run", suite, "--out", out), needle)
+    assert not (out / "jobs").exists()
+
+
+def test_unknown_dataset_and_suite(cli, tmp_path):
+    suite = tmp_path / "bad.toml"
+    suite.write_text('datasets = ["imagenet"]\n[[releases]]\nmethod = "original"\n')
+    assert_one_line_error(cli("run", suite, "--out", tmp_path / "o"), "unknown dataset 'imagenet'", "digits")
+    assert_one_line_error(cli("run", "no-such-suite"), "unknown suite", "quickstart")
+
+
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(cli, tmp_path):
+    suite = _write_suite(tmp_path / "tiny.toml", epochs=6)
+    reference = tmp_path / "reference"
+    assert cli("run", suite, "--out", reference, "-q").code == 0
+
+    out = tmp_path / "killed"
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "privbench", "run", str(suite), "--out", str(out), "-q"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    done = []
+    while time.time() < deadline:
+        done = list((out / "jobs").glob("*/job.json")) if (out / "jobs").exists() else []
+        if len(done) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / "jobs").glob("*/job.json")))
+    assert 2 <= finished < 6, f"kill landed at {finished} finished jobs"
+    assert not (out / "results.parquet").exists() or pq.read_table(out / "results.parquet").num_rows >= 0
+
+    resumed = cli("run", suite, "--out", out, "-q")
+    assert resumed.code == 0, resumed.err
+    assert f"6 jobs, {6 - finished} run, {finished} reused" in resumed.out
+    assert not [p for p in (out / "jobs").iterdir() if ".partial-" in p.name]
+    assert _values(out / "results.parquet") == _values(reference / "results.parquet")
+
+
+def test_third_party_plugin_in_a_suite(cli, tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(site), str(ROOT / "plugins" / "privbench-coreset")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "privbench-coreset")
+    suite = tmp_path / "third.toml"
+    suite.write_text(
+        'name = "third"\ndatasets = ["digits"]\n'
+        '[[releases]]\nmethod = "herding"\nipc = [3]\n'
+        '[[releases]]\nmethod = "random"\nipc = [3]\n'
+        '[utility]\nmodels = ["convnet"]\nseeds = 1\nconfig = { epochs = 2, width = 16 }\n'
+        '[audit]\nattacks = ["nn-distance"]\n'
+    )
+    out = tmp_path / "out"
+    result = cli("run", suite, "--out", out, "-q")
+    assert result.code == 0, result.err
+    rows = pq.read_table(out / "results.parquet").to_pylist()
+    herding = [r for r in rows if r["release_method"] == "herding"]
+    assert {r["evaluator"] for r in herding} == {"convnet", "nn-distance"}
+    assert any(r["plugin_package"] == "privbench-coreset" for r in herding)
+    html = (out / "report.html").read_text()
+    assert "herding ipc=3" in html and "nn-distance" in html and "privbench-coreset" in html
+    meta = json.loads((out / "suite.json").read_text())
+    assert meta["suite"] == "third"
