@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from privbench.config import build_config, canonical_json, config_hash, config_to_dict
 from privbench.plugins import Registry
-from privbench.suites import ReleaseSpec, Suite
+from privbench.suites import ReleaseSpec, Suite, attack_options, utility_options
 
 JOB_FILE = "job.json"
 
@@ -73,7 +73,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                 for model in suite.utility_models:
                     from privbench.utility import UtilityConfig
 
-                    ucfg = config_to_dict(build_config(UtilityConfig, suite.utility_config, owner="utility"))
+                    ucfg = config_to_dict(build_config(UtilityConfig, utility_options(suite, rel), owner="utility"))
                     ident = {"kind": "utility", "release": distill.key, "model": model, "config": ucfg,
                              "seeds": suite.utility_seeds}
                     jobs.append(Job("utility", spec, rel, seed, config_hash(ident),
@@ -81,7 +81,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                                     {"config": ucfg, "seeds": suite.utility_seeds}, distill.key, ident))
                 for attack in suite.attacks:
                     arec = registry.record("attack", attack)
-                    acfg = config_to_dict(build_config(arec.cls.Config, suite.attack_config.get(attack), owner=attack))
+                    acfg = config_to_dict(build_config(arec.cls.Config, attack_options(suite, rel, attack), owner=attack))
                     metrics = suite.metrics or registry.names("metric")
                     mcfg = {m: suite.metric_config.get(m, {}) for m in metrics}
                     ident = {"kind": "audit", "release": distill.key, "attack": attack, "config": acfg,

@@ -41,7 +41,7 @@ from privbench.plugins import Registry
 from privbench.registry_path import registry_dir
 
 TOP_KEYS = {"name", "description", "datasets", "seeds", "releases", "utility", "audit", "report"}
-RELEASE_KEYS = {"method", "ipc", "config", "label"}
+RELEASE_KEYS = {"method", "ipc", "config", "utility_config", "audit_config"}
 UTILITY_KEYS = {"models", "seeds", "config"}
 AUDIT_KEYS = {"attacks", "metrics", "config", "metric_config"}
 REPORT_KEYS = {"show_private_images"}
@@ -49,9 +49,15 @@ REPORT_KEYS = {"show_private_images"}
 
 @dataclass(frozen=True)
 class ReleaseSpec:
+    """One release of the grid; ``utility_config`` / ``audit_config`` override the suite's
+    evaluation options for this release only (the whole training set needs fewer epochs than
+    ten images per class, an expensive pipeline fewer shadow runs)."""
+
     method: str
     ipc: int | None
     config: dict[str, Any]
+    utility_config: dict[str, Any] = field(default_factory=dict)
+    audit_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,11 +132,19 @@ def parse_suite(path: Path) -> Suite:
         config = entry.get("config", {})
         if not isinstance(config, dict):
             raise UserError(f"{where}, release {i + 1}: 'config' must be a table")
+        utility_config = entry.get("utility_config", {})
+        audit_config = entry.get("audit_config", {})
+        if not isinstance(utility_config, dict) or not isinstance(audit_config, dict) or not all(
+            isinstance(v, dict) for v in audit_config.values()
+        ):
+            raise UserError(f"{where}, release {entry['method']}: utility_config must be a table and audit_config a "
+                            f"table of tables, one per attack")
         ipcs = _as_list(entry.get("ipc")) or [None]
         for ipc in ipcs:
             if ipc is not None and (not isinstance(ipc, int) or ipc < 1):
                 raise UserError(f"{where}, release {entry['method']}: ipc must be a positive integer, got {ipc!r}")
-            releases.append(ReleaseSpec(str(entry["method"]), ipc, dict(config)))
+            releases.append(ReleaseSpec(str(entry["method"]), ipc, dict(config), dict(utility_config),
+                                        {k: dict(v) for k, v in audit_config.items()}))
     if not releases:
         raise UserError(f"{where}: no [[releases]] given")
     utility = raw.get("utility", {})
@@ -187,6 +201,17 @@ def validate_suite(suite: Suite, registry: Registry) -> None:
     for name in suite.attacks:
         cls = registry.get("attack", name)
         build_config(cls.Config, suite.attack_config.get(name), owner=f"suite {suite.name}, attack {name}")
+    for rel in suite.releases:
+        owner = f"suite {suite.name}, release {rel.method}"
+        if rel.utility_config:
+            from privbench.utility import UtilityConfig
+
+            build_config(UtilityConfig, utility_options(suite, rel), owner=f"{owner}, utility_config")
+        for name in rel.audit_config:
+            if name not in suite.attacks:
+                raise UserError(f"{owner}: audit_config names attack {name!r} that [audit] attacks does not run")
+            cls = registry.get("attack", name)
+            build_config(cls.Config, attack_options(suite, rel, name), owner=f"{owner}, audit_config.{name}")
     extra = sorted(set(suite.attack_config) - set(suite.attacks))
     if extra:
         raise UserError(f"suite {suite.name}: [audit.config] names attack(s) {', '.join(extra)} that [audit] attacks does not run")
@@ -195,3 +220,13 @@ def validate_suite(suite: Suite, registry: Registry) -> None:
     for name, options in suite.metric_config.items():
         cls = registry.get("metric", name)
         build_config(cls.Config, options, owner=f"suite {suite.name}, metric {name}")
+
+
+def utility_options(suite: Suite, release: ReleaseSpec) -> dict[str, Any]:
+    """The suite's utility options with this release's overrides on top."""
+    return {**suite.utility_config, **release.utility_config}
+
+
+def attack_options(suite: Suite, release: ReleaseSpec, attack: str) -> dict[str, Any]:
+    """The suite's options for one attack with this release's overrides on top."""
+    return {**suite.attack_config.get(attack, {}), **release.audit_config.get(attack, {})}
