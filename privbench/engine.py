@@ -155,6 +155,9 @@ def load_target_release(registry: Registry, dataset: Dataset, release_arg: str, 
         return original_release(registry, dataset, ctx)
     release = load_release(Path(release_arg))
     release.check_against(dataset)
+    if not release.manifest.get("source_fingerprint"):
+        ctx.warn("the release manifest records no source dataset fingerprint, so privbench cannot check that "
+                 f"it was made from {dataset.name!r}")
     return release
 
 

@@ -87,5 +87,8 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
         write_results(stage / "results.parquet", records)
         write_runs(stage / "runs.parquet", run_rows)
     console = stdout_console()
-    console.print(results_table(records, title=f"Audit of {release.method} on {dataset.name}"))
+    overall = [r for r in records if r.get("subset", "all") == "all"]
+    console.print(results_table(overall, title=f"Audit of {release.method} on {dataset.name}"))
+    if len(overall) < len(records):
+        console.print(f"{len(records) - len(overall)} more rows (per class and per source of non-members) in the results table")
     console.print(f"results: {out_dir / 'results.parquet'}")

@@ -1,0 +1,20 @@
+"""Checks of the attacks' Config values that import nothing heavy.
+
+A Config is built while plugins are listed, so its checks must not import
+torch; the model names are therefore spelled out here (they are
+``privbench.nets.MODELS``, which a test keeps in step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TARGET_MODELS = ("convnet", "resnet18", "resnet50")
+
+
+def check_target_fields(config: Any) -> None:
+    """Refuse bad ``target_*`` values in a Config's ``__post_init__`` (one line, before any work)."""
+    if str(config.target_model).lower() not in TARGET_MODELS:
+        raise ValueError(f"target_model must be one of {', '.join(TARGET_MODELS)}, got {config.target_model!r}")
+    if config.target_epochs < 1 or config.target_width < 1 or config.target_depth < 1:
+        raise ValueError("target_epochs, target_width and target_depth must be at least 1")
