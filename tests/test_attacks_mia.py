@@ -245,3 +245,22 @@ def test_release_distance_finds_the_released_members():
     tpr = _row(rows, "release_distance.tpr_at_fpr_0.001")
     assert tpr.value >= 0.5  # the 20 released of 40 members sit at distance 0
     assert tpr.detail["false_positives_allowed"] == 0 and "zero false positives" in tpr.detail["note"]
+
+
+def test_fast_roc_points_match_scikit_learn_with_ties():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from privbench_builtins.attacks._roc import RocCurves, roc_points_fast
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(5, 200))
+        member = rng.integers(0, 2, n)
+        if member.min() == member.max():
+            continue
+        score = np.round(rng.normal(size=n), int(rng.integers(0, 3)))  # rounding makes ties
+        fpr, tpr = roc_points_fast(member, score)
+        ref_fpr, ref_tpr, _ = roc_curve(member, score, drop_intermediate=False)
+        assert np.allclose(fpr, ref_fpr) and np.allclose(tpr, ref_tpr)
+        assert abs(RocCurves().auc(member, score) - roc_auc_score(member, score)) < 1e-12

@@ -24,6 +24,7 @@ from privbench.report.tables import (
     metric_names,
     privacy_table,
     release_label,
+    releases_by_dataset,
     utility_table,
 )
 
@@ -38,26 +39,38 @@ def _public_datasets(names: set[str]) -> set[str]:
     return {n for n in names if n in cards and cards[n].public}
 
 
-def _job_figures(jobs_dir: Path | None, allowed_private: set[str]) -> list[dict[str, Any]]:
-    """PNG files the jobs wrote, with the job's label; private ones only for allowed datasets."""
+FIGURE_CAPTIONS = {
+    "preview.png": "Released images, one row per class.",
+    "reconstructions.png": "Top: private training images; bottom: their reconstructions by an autoencoder "
+                           "trained on the release.",
+    "memorisation.png": "Top: the released images closest to a private image; middle: the nearest private image "
+                        "in pixel space; bottom: the nearest in feature space.",
+    "roc.png": "Membership inference ROC curves on log axes: the left part is where individual patients are "
+               "exposed with few false accusations.",
+}
+FIGURE_ORDER = ["preview.png", "reconstructions.png", "memorisation.png", "roc.png"]
+
+
+def _job_figures(jobs_dir: Path | None, allowed_private: set[str], several_seeds: bool) -> list[dict[str, Any]]:
+    """PNG files the jobs wrote, with dataset and release; private ones only for allowed datasets."""
     if jobs_dir is None or not jobs_dir.is_dir():
         return []
+    import pyarrow.parquet as pq
+
     out = []
     for job_file in sorted(jobs_dir.glob("*/job.json")):
         meta = json.loads(job_file.read_text())
-        dataset = None
         runs = job_file.parent / "runs.parquet"
-        if runs.is_file():
-            import pyarrow.parquet as pq
-
-            rows = pq.read_table(runs, columns=["dataset"]).to_pylist()
-            dataset = rows[0]["dataset"] if rows else None
+        row = pq.read_table(runs).to_pylist()[0] if runs.is_file() else {}
+        dataset = row.get("dataset")
         for png in sorted(job_file.parent.rglob("*.png")):
             private = png.name in PRIVATE_FIGURES
             if private and dataset not in allowed_private:
                 continue
             out.append({"path": png, "label": meta.get("label", job_file.parent.name), "kind": meta.get("kind"),
-                        "name": png.name, "private": private, "dataset": dataset})
+                        "name": png.name, "private": private, "dataset": dataset,
+                        "release": release_label(row, several_seeds) if row else "?",
+                        "evaluator": row.get("evaluator", "")})
     return out
 
 
@@ -66,44 +79,82 @@ def _utility_section(records: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p class='note'>No utility results.</p>"
     body = [[f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", f"<td>{H.esc(r['model'])}</td>",
-             H.cell_td(r["accuracy"], True), H.cell_td(r["balanced_accuracy"], True), H.cell_td(r["roc_auc"])]
+             H.cell_td(r["accuracy"], True), H.cell_td(r["balanced_accuracy"], True), H.cell_td(r["roc_auc"]),
+             _n_td(r["accuracy"])]
             for r in rows]
-    return H.table(["dataset", "release", "model", "accuracy %", "balanced accuracy %", "ROC AUC"], body)
+    return H.table(["dataset", "release", "model", "accuracy %", "balanced accuracy %", "ROC AUC", "n (seeds)"], body)
 
 
-def _privacy_section(records: list[dict[str, Any]]) -> str:
-    rows = privacy_table(records)
+def _n_td(*cells: Cell) -> str:
+    n = max((c.n for c in cells if c.n), default=0)
+    return f"<td class='num'>{n or ''}</td>"
+
+
+def _mia_section(records: list[dict[str, Any]]) -> str:
+    rows = [r for r in privacy_table(records) if any(
+        r[k].value is not None for k in ("mia_loss_auc", "mia_lira_online_auc", "mia_lira_offline_auc",
+                                          "mia_release_distance_auc"))]
     if not rows:
-        return "<p class='note'>No membership or attribute inference results.</p>"
+        return "<p class='note'>No membership inference results.</p>"
     body = []
     for r in rows:
-        variant = r["mia_tpr_1_variant"].replace("_", " ")
         body.append([
             f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>",
             H.cell_td(r["mia_loss_auc"]), H.cell_td(r["mia_lira_online_auc"]), H.cell_td(r["mia_lira_offline_auc"]),
-            H.cell_td(r["mia_release_distance_auc"]), H.cell_td(r["mia_tpr_1"]), H.cell_td(r["mia_tpr_01"]),
-            f"<td>{H.esc(variant)}</td>", H.cell_td(r["aia_auc"]), H.cell_td(r["aia_control_auc"]),
+            H.cell_td(r["mia_release_distance_auc"]),
+            H.cell_td(r["mia_tpr_1"], True, note=r["mia_tpr_1_variant"].replace("_", " ")),
+            H.cell_td(r["mia_tpr_01"], True), _n_td(r["mia_loss_auc"], r["mia_tpr_1"]),
         ])
-    headers = ["dataset", "release", "MIA AUC (loss)", "MIA AUC (LiRA online)", "MIA AUC (LiRA offline)",
-               "MIA AUC (release distance)", "TPR @ 1% FPR", "TPR @ 0.1% FPR", "strongest at 1% FPR",
-               "AIA AUC", "AIA AUC, control"]
+    headers = ["dataset", "release", "AUC: loss", "AUC: LiRA online", "AUC: LiRA offline", "AUC: release distance",
+               "TPR % at 1% FPR (strongest attack)", "TPR % at 0.1% FPR (same attack)", "n"]
     return H.table(headers, body)
 
 
-def _metrics_section(records: list[dict[str, Any]], prefix: str) -> str:
+def _aia_section(records: list[dict[str, Any]]) -> str:
+    rows = [r for r in privacy_table(records) if r["aia_auc"].value is not None or r["aia_control_auc"].value is not None]
+    if not rows:
+        return "<p class='note'>No attribute inference results.</p>"
+    body = [[f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", H.cell_td(r["aia_auc"]),
+             H.cell_td(r["aia_control_auc"]), _n_td(r["aia_auc"])] for r in rows]
+    return H.table(["dataset", "release", "AUC with the released model", "AUC, control (no model)",
+                    "n (members scored)"], body)
+
+
+def _unavailable_note(records: list[dict[str, Any]]) -> str:
+    reasons: dict[str, str] = {}
+    for r in records:
+        if r.get("status") == "unavailable" and r.get("detail"):
+            try:
+                reason = json.loads(r["detail"]).get("reason", "")
+            except (json.JSONDecodeError, AttributeError):
+                reason = ""
+            name = r["measure"].split(".")[-1]
+            if reason and name not in reasons:
+                reasons[name] = reason
+    if not reasons:
+        return ""
+    items = "".join(f"<li><b>{H.esc(k)}</b>: {H.esc(v)}</li>" for k, v in sorted(reasons.items()))
+    return f"<p class='note'>Not computed on this machine:</p><ul class='note'>{items}</ul>"
+
+
+def _metrics_section(records: list[dict[str, Any]], prefix: str, extra: dict[str, str] | None = None) -> str:
+    """One row per release, one column per metric (plus ``extra``: measure -> header)."""
     from privbench.report.tables import index, releases_by_dataset
 
     names = metric_names(records, prefix)
     if not names:
         return ""
+    extra = extra or {}
     idx = index(records)
     body = []
     for dataset, releases in releases_by_dataset([r for r in records if r["measure"].startswith(prefix)]).items():
         for release in releases:
+            get = lambda m: Cell.of(idx.get((dataset, release, "autoencoder", m, "all")))  # noqa: E731
             body.append([f"<td>{H.esc(dataset)}</td>", f"<td>{H.esc(release)}</td>"]
-                        + [H.cell_td(Cell.of(idx.get((dataset, release, "autoencoder", prefix + m, "all"))))
-                           for m in names])
-    return H.table(["dataset", "release"] + [m.upper() for m in names], body)
+                        + [H.cell_td(get(prefix + m)) for m in names]
+                        + [H.cell_td(get(m), percent=True) for m in extra]
+                        + [_n_td(*(get(prefix + m) for m in names))])
+    return H.table(["dataset", "release"] + [m.upper() for m in names] + list(extra.values()) + ["n"], body)
 
 
 def _all_results_section(records: list[dict[str, Any]]) -> str:
@@ -152,7 +203,8 @@ def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = 
     allowed = datasets if show_private_images else _public_datasets(datasets)
     metric_figs = metric_bar_charts(records, figures_dir)
     tradeoff = privacy_utility_plot(records, figures_dir)
-    job_figs = _job_figures(jobs_dir, allowed)
+    several = len({r.get("release_seed") for r in records}) > 1
+    job_figs = _job_figures(jobs_dir, allowed, several)
     for i, fig in enumerate(job_figs):
         target = figures_dir / f"{fig['kind']}-{i:03d}-{fig['name']}"
         shutil.copyfile(fig["path"], target)
@@ -172,36 +224,46 @@ def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = 
     parts.append("<h2>Table 1: utility</h2><p class='note'>Classifiers trained on each release, scored on the real "
                  "test split (never used for model selection); mean over training seeds with a Student-t 95% CI."
                  "</p>" + _utility_section(records))
-    parts.append("<h2>Table 2: membership and attribute inference</h2><p class='note'>AUC 0.5 and TPR equal to the "
-                 "FPR are chance. TPR at a low FPR shows whether a few patients are exposed even when the AUC looks "
-                 "harmless. The AIA control attacker has no access to the released model: the gap between the two "
-                 "columns is what the release adds.</p>" + _privacy_section(records))
+    parts.append("<h2>Table 2: membership and attribute inference</h2><p class='note'>Membership inference: AUC "
+                 "0.5 and a TPR equal to the FPR are chance. TPR at a low FPR shows whether a few patients are "
+                 "exposed even when the AUC looks harmless; the strongest attack at 1% FPR is named. n counts the "
+                 "candidates (members and non-members).</p>" + _mia_section(records))
+    parts.append("<p class='note'>Attribute inference: the attacker sees a partial record. The control attacker has "
+                 "no access to the released model: the gap between the two columns is what the release adds.</p>"
+                 + _aia_section(records))
     recon = _metrics_section(records, "reconstruction.")
     if recon:
         parts.append("<h2>Reconstruction attack: similarity of private images to their reconstructions</h2>"
                      "<p class='note'>SSIM, PSNR, NCC, FSIM: higher means a closer copy; LPIPS, EMD: lower means a "
-                     "closer copy.</p>" + recon)
-        parts.append("".join(H.image_tag(p, f"{p.stem.replace('metric_', '').upper()} by release (95% CI)")
-                             for p in metric_figs))
-    memo = _metrics_section(records, "memorisation.pixel.")
+                     "closer copy.</p>" + recon + _unavailable_note(records))
+        parts.append("<div class='figs'>" + "".join(
+            H.image_tag(p, f"{p.stem.replace('metric_', '').upper()} by release (95% CI)") for p in metric_figs) + "</div>")
+    memo = _metrics_section(records, "memorisation.pixel.", {"memorisation.near_copies": "near-copies %"})
     if memo:
-        parts.append("<h2>Memorisation: each released image against its nearest private image</h2>" + memo)
+        parts.append("<h2>Memorisation: each released image against its nearest private image</h2>"
+                     "<p class='note'>Nearest in pixel space. Near-copies: released images whose similarity to "
+                     "their nearest private image passes the attack's threshold (by default SSIM of at least 0.95): "
+                     "each is, for practical purposes, a patient's image.</p>" + memo)
     if tradeoff is not None:
         parts.append("<h2>Privacy-utility trade-off</h2>" + H.image_tag(tradeoff, "Utility vs leakage, one point per release"))
-    roc = [f for f in job_figs if not f["private"]]
-    if roc:
-        parts.append("<h2>Attack figures</h2>" + "".join(H.image_tag(f["path"], f["label"]) for f in roc))
-    private = [f for f in job_figs if f["private"]]
+    parts.append("<h2>Figures by release</h2>")
     withheld = sorted(datasets - allowed)
-    parts.append("<h2>Images: originals, reconstructions and nearest private images</h2>")
-    if private:
-        parts.append("".join(H.image_tag(f["path"], f"{f['label']}: {f['name'].replace('.png', '')}") for f in private))
     if withheld:
         parts.append(f"<p class='private'>Figures showing private images of {H.esc(', '.join(withheld))} are withheld: "
                      "the dataset card does not mark this data public. Pass --show-private-images to include them "
                      "in a report that stays inside your institution.</p>")
-    elif not private:
-        parts.append("<p class='note'>No image figures were produced.</p>")
+    order = {label: i for i, label in enumerate(r for rels in releases_by_dataset(records).values() for r in rels)}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for fig in job_figs:
+        groups.setdefault((fig["dataset"] or "", fig["release"]), []).append(fig)
+    rank = {name: i for i, name in enumerate(FIGURE_ORDER)}
+    for (dataset, release), figs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 999))):
+        figs.sort(key=lambda f: (rank.get(f["name"], 99), f["evaluator"]))
+        parts.append(f"<h3>{H.esc(dataset)}: {H.esc(release)}</h3><div class='figs'>"
+                     + "".join(H.image_tag(f["path"], FIGURE_CAPTIONS.get(f["name"], f"{f['evaluator']}: {f['name']}"))
+                               for f in figs) + "</div>")
+    if not job_figs:
+        parts.append("<p class='note'>No figures were produced by the jobs.</p>")
     parts.append("<h2>All results</h2>" + _all_results_section(records))
     parts.append("<h2>Runs and settings</h2>" + _settings_section(runs))
     document = H.page(title, "".join(parts))

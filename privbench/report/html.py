@@ -19,8 +19,11 @@ th, td { border: 1px solid #dde2ea; padding: 0.28rem 0.55rem; text-align: left; 
 th { background: #f2f4f8; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.na { color: #9aa3b2; text-align: center; }
 .note { color: #5a6475; font-size: 0.85rem; max-width: 60rem; }
-figure { display: inline-block; margin: 0.6rem 1rem 0.6rem 0; vertical-align: top; }
+figure { display: inline-block; margin: 0.6rem 1rem 0.6rem 0; vertical-align: top; max-width: 100%; }
 figure img { max-width: 100%; border: 1px solid #e5e8ee; }
+.figs figure { max-width: calc(50% - 1rem); }
+.figs figure img { max-height: 420px; }
+.scroll { overflow-x: auto; }
 figcaption { font-size: 0.82rem; color: #5a6475; max-width: 34rem; }
 ul.summary li { margin-bottom: 0.35rem; }
 details { margin: 0.4rem 0; } summary { cursor: pointer; color: #2a4f8f; }
@@ -32,17 +35,19 @@ def esc(text: Any) -> str:
     return html.escape(str(text))
 
 
-def cell_td(cell: Cell, percent: bool = False) -> str:
-    text = cell.text(percent=percent)
+def cell_td(cell: Cell, percent: bool = False, note: str = "") -> str:
+    text = esc(cell.text(percent=percent))
+    if note and cell.value is not None:
+        text += f"<br><small>{esc(note)}</small>"
     cls = "na" if cell.value is None else "num"
     title = f' title="n = {cell.n}"' if cell.n else ""
-    return f'<td class="{cls}"{title}>{esc(text)}</td>'
+    return f'<td class="{cls}"{title}>{text}</td>'
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def image_tag(path: Path, caption: str, alt: str | None = None) -> str:
