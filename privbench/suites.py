@@ -188,6 +188,15 @@ def validate_suite(suite: Suite, registry: Registry) -> None:
                 f"suite {suite.name}: unknown dataset {spec!r}; known cards: {', '.join(sorted(cards))}; "
                 f"or npz:PATH, medmnist:NAME, folder:PATH"
             )
+        if scheme in cards:
+            available, where = cards[scheme].availability()
+            if not available:
+                raise UserError(
+                    f"suite {suite.name}: dataset {scheme!r} is not on this machine: put it at {where} "
+                    f"('privbench datasets --layout' shows the layout), or run the suite with --data SPEC"
+                )
+        elif scheme in ("npz", "folder") and not Path(target).expanduser().exists():
+            raise UserError(f"suite {suite.name}: no such {'file' if scheme == 'npz' else 'folder'}: {target}")
     for rel in suite.releases:
         cls = registry.get("distiller", rel.method)
         build_config(cls.Config, rel.config, owner=f"suite {suite.name}, distiller {rel.method}")

@@ -13,6 +13,8 @@ from privbench.cli.common import cache_option, device_option, quiet_option, regi
 @click.argument("suite", required=False, default="quickstart")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output directory (default: privbench-out/SUITE).")
+@click.option("--data", "data_specs", multiple=True, metavar="SPEC",
+              help="Run the suite on this dataset instead of its own (repeatable), e.g. npz:PATH or folder:PATH.")
 @click.option("--fresh", is_flag=True, help="Recompute every job instead of reusing finished ones.")
 @click.option("--show-private-images", is_flag=True,
               help="Allow report figures of private images even if the dataset card does not mark the data public.")
@@ -22,7 +24,7 @@ from privbench.cli.common import cache_option, device_option, quiet_option, regi
 @quiet_option
 @cache_option
 @click.pass_context
-def command(ctx, suite, out_dir, fresh, show_private_images, no_report, list_suites, device, quiet, cache_dir):
+def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_report, list_suites, device, quiet, cache_dir):
     """Run SUITE (a name from registry/suites/ or a .toml path; default: quickstart).
 
     Finished jobs are cached in OUT/jobs/ by a hash of their configuration: run the
@@ -40,6 +42,8 @@ def command(ctx, suite, out_dir, fresh, show_private_images, no_report, list_sui
         return
     registry = registry_from(ctx)
     spec = parse_suite(suite_path(suite))
+    if data_specs:
+        spec.datasets = list(dict.fromkeys(data_specs))
     validate_suite(spec, registry)
     out_dir = Path(out_dir) if out_dir else Path("privbench-out") / spec.name
     from privbench.errors import UserError

@@ -73,6 +73,12 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
         if card is None:
             names = ", ".join(sorted(cards_mod.load_cards())) or "none"
             raise UserError(f"unknown dataset {scheme!r}; known cards: {names}; or use npz:PATH, medmnist:NAME, folder:PATH")
+        available, where = card.availability()
+        if not available:
+            raise UserError(
+                f"dataset {card.name!r} is not on this machine: put it at {where} "
+                f"('privbench datasets --layout' shows the layout); privbench never downloads data"
+            )
         c_scheme, c_target, c_options = parse_spec(card.spec)
         if c_scheme not in SCHEMES:
             raise UserError(f"dataset card {card.name!r} has an unknown loader {card.loader!r}")
