@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from privbench.api import Dataset, Release, Split
@@ -35,11 +34,3 @@ def noise_release(data: Dataset, per_class: int = 4, seed: int = 0) -> Release:
     labels = torch.arange(data.num_classes).repeat_interleave(per_class)
     return Release(images, labels, {"method": "noise", "ipc": per_class})
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: on a CPU shared with other jobs, spinning thread pools make small models slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

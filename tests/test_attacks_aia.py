@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attack_data import digits_small, noise_release, one_torch_thread, original_release  # noqa: F401 - autouse fixture
+from attack_data import digits_small, noise_release, original_release  # noqa: F401 - fixtures
 from privbench.api import Dataset, Split
 from privbench.errors import UserError
 from privbench.testing import attack, check_plugin

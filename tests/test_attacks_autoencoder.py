@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attack_data import digits_small, noise_release, original_release, one_torch_thread  # noqa: F401 - autouse fixture
+from attack_data import digits_small, noise_release, original_release  # noqa: F401 - fixtures
 from privbench.api import Release, RunContext
 from privbench.testing import attack, check_plugin
 from privbench_builtins.attacks._autoencoder_net import ConvAutoencoder

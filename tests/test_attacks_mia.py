@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attack_data import digits_small, noise_release, original_release, one_torch_thread  # noqa: F401 - autouse fixture
+from attack_data import digits_small, noise_release, original_release  # noqa: F401 - fixtures
 from privbench.api import AuditTarget, RunContext
 from privbench.config import build_config
 from privbench.errors import UserError

@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from attack_data import one_torch_thread  # noqa: F401 - autouse fixture
 from helpers import assert_one_line_error, write_medmnist_npz
 from privbench.api import Release
 from privbench.releases import MANIFEST_FILE, save_release

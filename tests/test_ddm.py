@@ -35,14 +35,6 @@ TINY = {
 """Seconds, not minutes: a two-level UNet of 8/16 channels, 20 training steps, 4 DDIM steps."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are tiny, and spinning threads cost more than they give on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():

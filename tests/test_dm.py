@@ -19,14 +19,6 @@ NO_FLIP = "color_crop_cutout_scale_rotate"  # the reference's strategy for digit
 SMALL = {"width": 16, "batch_real": 32, "dsa_strategy": NO_FLIP}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs that cost more than the work on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():

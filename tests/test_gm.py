@@ -18,14 +18,6 @@ from privbench_builtins.distillers.gm import GradientMatching
 SMALL = {"width": 16, "depth": 2, "batch_real": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP hand-offs that cost more than the work on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():
