@@ -128,15 +128,7 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
             value = float(loss.detach()) / private.num_classes
             losses.append(value)
             task.advance(1, loss=value)
-    history, every = m.history_summary(losses)
-    manifest = {
-        "method": name,
-        "ipc": ipc,
-        "lr_img": lr,
-        "loss_history": history,
-        "loss_history_every": every,
-        "loss_definition": "DM loss per class: squared distance of mean embeddings, averaged over classes",
-    }
-    if syn.init_indices is not None:
-        manifest["init_indices"] = syn.init_indices
-    return Release(syn.release_images(), syn.labels.clone(), manifest)
+    return m.matched_release(
+        name, ipc, syn, losses,
+        "DM loss per class: squared distance of mean embeddings, averaged over classes", lr_img=lr,
+    )

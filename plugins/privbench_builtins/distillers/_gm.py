@@ -225,16 +225,7 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
             value = float(total) / (private.num_classes * outer)
             losses.append(value)
             task.advance(1, loss=value)
-    history, every = m.history_summary(losses)
-    manifest = {
-        "method": name,
-        "ipc": ipc,
-        "outer_loop": outer,
-        "inner_loop": inner,
-        "loss_history": history,
-        "loss_history_every": every,
-        "loss_definition": "DC gradient distance per class, averaged over classes and outer steps",
-    }
-    if syn.init_indices is not None:
-        manifest["init_indices"] = syn.init_indices
-    return Release(syn.release_images(), syn.labels.clone(), manifest)
+    return m.matched_release(
+        name, ipc, syn, losses,
+        "DC gradient distance per class, averaged over classes and outer steps", outer_loop=outer, inner_loop=inner,
+    )

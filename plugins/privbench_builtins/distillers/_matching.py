@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from privbench.api import Dataset, UserError, require_ipc_fits
+from privbench.api import Dataset, Release, UserError, require_ipc_fits
 from privbench.augment import DSA, AugParams, parse_strategy
 from privbench.nets import channel_stats, make_model
 from privbench.training import ON_DEVICE_LIMIT, derive_seed
@@ -217,6 +217,16 @@ def history_summary(losses: list[float], limit: int = 1000) -> tuple[list[float]
     every = max(1, -(-len(losses) // limit))
     points = [sum(losses[i : i + every]) / len(losses[i : i + every]) for i in range(0, len(losses), every)]
     return [float(f"{v:.6g}") for v in points], every
+
+
+def matched_release(name: str, ipc: int, syn: SyntheticSet, losses: list[float], definition: str, **extra) -> Release:
+    """The learnt images as a release whose manifest keeps the loss history and the real images used to start."""
+    history, every = history_summary(losses)
+    manifest = {"method": name, "ipc": ipc, **extra, "loss_history": history, "loss_history_every": every,
+                "loss_definition": definition}
+    if syn.init_indices is not None:
+        manifest["init_indices"] = syn.init_indices
+    return Release(syn.release_images(), syn.labels.clone(), manifest)
 
 
 def net_seed(seed: int, method: str, iteration: int) -> int:
