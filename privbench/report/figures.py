@@ -94,14 +94,17 @@ def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path |
     usable = [i for i in range(len(panels)) if any(p[3][i].value is not None for p in points)]
     if not points or not usable:
         return None
-    fig, axes = plt.subplots(1, len(usable), figsize=(4.6 * len(usable), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(usable), figsize=(4.6 * len(usable), 3.9), squeeze=False)
     markers = "osD^v<>ph*"
     datasets = list(dict.fromkeys(p[0] for p in points))
+    releases = list(dict.fromkeys(p[1] for p in points))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, i in zip(axes[0], usable):
         for dataset, release, u, leaks in points:
             leak = leaks[i]
             if leak.value is None:
                 continue
+            label = release if len(datasets) == 1 else f"{dataset}: {release}"
             ax.errorbar(
                 u.value, leak.value,
                 xerr=[[u.value - (u.ci_low if u.ci_low is not None else u.value)],
@@ -109,13 +112,15 @@ def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path |
                 yerr=[[leak.value - (leak.ci_low if leak.ci_low is not None else leak.value)],
                       [(leak.ci_high if leak.ci_high is not None else leak.value) - leak.value]],
                 fmt=markers[datasets.index(dataset) % len(markers)], capsize=2,
+                color=colours[releases.index(release) % len(colours)], label=label,
             )
-            ax.annotate(release, (u.value, leak.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"utility: balanced accuracy ({model})")
         ax.set_ylabel(panels[i][0])
         ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("Privacy-utility trade-off (up = more leakage, right = more useful; 95% CIs)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     path = out_dir / "privacy_utility.png"
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
