@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pyarrow.parquet as pq
 import pytest
 
@@ -71,6 +74,18 @@ def test_atomic_write_leaves_no_torn_or_temporary_file(tmp_path):
         atomic_write(path, explode)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["results.parquet"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_gives_the_permissions_of_a_plain_write(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "report.html", lambda tmp: tmp.write_text("<html></html>"))
+        (tmp_path / "plain.html").write_text("<html></html>")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.html").stat().st_mode) == 0o666 & ~umask
 
 
 def test_ok_rows_need_a_value():
