@@ -301,7 +301,7 @@ def render(args, dataset, device, torch, results, skipped, throughput, utility, 
     lines = [
         f"## Distillation: utility of {title}",
         "",
-        f"- Date: {today()}; machine: {machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+        f"- Date: {today()}; machine: {machine()}, torch threads: {torch.get_num_threads()}; torch {torch.__version__}; "
         f"device {device}.",
         f"- Data: `{args.data}` ({dataset.name}: {len(dataset.train):,} training images, {dataset.num_classes} "
         f"classes); scored on its official test split of {len(dataset.test):,} images, where the majority class "
