@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
 
 from privbench.errors import UserError
+from privbench.rows import ResultRow
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -213,15 +213,24 @@ def require_ipc_fits(private: Dataset, ipc: int, why: str = "initialising from r
 
 @dataclass
 class Release:
-    """What would be shared: images, labels and a provenance manifest.
+    """What would be shared (images, labels, a manifest), and the private provenance that stays home.
 
-    The manifest records method, ipc, full config, seed, the source dataset's
-    fingerprint, library versions, wall time and device.
+    ``manifest`` is shared with the release (``release.json``): method, ipc,
+    config, seed, versions, time and device, and nothing that identifies a
+    patient. ``provenance`` never leaves the data holder
+    (``provenance.private.json``): which training images seeded or were
+    copied into the release (``init_indices``, ``source_indices``, indices into
+    the private training split), the source dataset's spec and fingerprint,
+    and anything else a distiller derived from private records that the
+    method does not release by design (loss histories, say). Attacks read it
+    to score the patients most at risk. ``None`` means a release loaded
+    without its provenance file.
     """
 
     images: "torch.Tensor"
     labels: "torch.Tensor"
     manifest: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -244,7 +253,7 @@ class Release:
                 f"release images are {tuple(self.images.shape[1:])} (C x H x W) but dataset "
                 f"{dataset.name!r} has {dataset.image_shape}"
             )
-        source = self.manifest.get("source_fingerprint")
+        source = (self.provenance or {}).get("source_fingerprint") or self.manifest.get("source_fingerprint")
         if source and source != dataset.fingerprint:
             raise UserError(
                 f"release was built from another dataset (fingerprint {source[:12]}...), "
@@ -306,6 +315,7 @@ class RunContext:
     allow_private_images: bool = False
     out_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def generator(self) -> "torch.Generator":
@@ -330,6 +340,14 @@ class RunContext:
         self.warnings.append(message)
         self.progress.warn(message)
 
+    def record(self, key: str, value: Any) -> None:
+        """A setting the plugin chose or derived (sizes, optimiser steps), kept in ``runs.parquet``.
+
+        What the ``Config`` alone does not say, so that anyone can rerun the
+        measurement from the runs table: JSON-serialisable values only.
+        """
+        self.settings[key] = value
+
     def derive(self, **changes: Any) -> "RunContext":
         """A copy with some fields changed (a shadow run's seed, say)."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -338,90 +356,6 @@ class RunContext:
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class ResultRow:
-    """One measured number, with its uncertainty and the count behind it.
-
-    ``measure`` names what was measured (``accuracy``, ``loss_threshold.auc``,
-    ``reconstruction.ssim``); the host adds run, dataset, release, device,
-    versions and timing when it writes the row. ``status`` is ``ok``, or
-    ``unavailable`` when a number could not be computed on this machine (then
-    ``value`` is ``None``, never a made-up number). ``detail`` holds extra
-    JSON-serialisable facts, such as the counts behind a rate.
-    """
-
-    measure: str
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n: int = 0
-    higher_is_better: bool | None = None
-    subset: str = "all"
-    status: str = "ok"
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def mean_of(
-        cls,
-        measure: str,
-        values: Any,
-        *,
-        higher_is_better: bool | None,
-        resamples: int = 1000,
-        seed: int = 0,
-        subset: str = "all",
-        detail: dict[str, Any] | None = None,
-    ) -> "ResultRow":
-        """The mean of per-sample values with a seeded bootstrap 95% CI."""
-        from privbench.stats import bootstrap_mean_ci
-
-        est = bootstrap_mean_ci(values, resamples=resamples, seed=seed)
-        return cls(
-            measure,
-            est.value,
-            est.ci_low,
-            est.ci_high,
-            est.n,
-            higher_is_better,
-            subset,
-            "ok",
-            dict(detail or {}),
-        )
-
-    @classmethod
-    def bootstrap(
-        cls,
-        measure: str,
-        statistic: Callable[..., float],
-        *arrays: Any,
-        higher_is_better: bool | None,
-        strata: Any = None,
-        resamples: int = 1000,
-        seed: int = 0,
-        subset: str = "all",
-        detail: dict[str, Any] | None = None,
-    ) -> "ResultRow":
-        """``statistic(*arrays)`` (an AUC, a TPR at fixed FPR) with a seeded bootstrap 95% CI.
-
-        Rows of ``arrays`` are resampled jointly; ``strata`` (e.g. member labels)
-        keeps each group's size fixed in every resample.
-        """
-        from privbench.stats import bootstrap_ci
-
-        est = bootstrap_ci(statistic, *arrays, resamples=resamples, seed=seed, strata=strata)
-        return cls(measure, est.value, est.ci_low, est.ci_high, est.n, higher_is_better, subset, "ok", dict(detail or {}))
-
-    @classmethod
-    def unavailable(
-        cls, measure: str, reason: str, *, higher_is_better: bool | None = None, subset: str = "all"
-    ) -> "ResultRow":
-        return cls(measure, None, None, None, 0, higher_is_better, subset, "unavailable", {"reason": reason})
-
-    def __post_init__(self) -> None:
-        if self.status == "ok" and (self.value is None or (isinstance(self.value, float) and math.isnan(self.value))):
-            raise ValueError(f"result {self.measure!r} has status ok but no value")
 
 
 # --------------------------------------------------------------------------- plugins
@@ -475,7 +409,9 @@ class AuditTarget:
     installed metric plugin, ready to score on the run's device. ``rebuild``
     re-runs the release's whole pipeline (same distiller, same config) on
     another private set; shadow-model attacks use it so that distillation's
-    effect is measured, not assumed.
+    effect is measured, not assumed. ``release.provenance`` (``None`` when the
+    release came without its private provenance file) names the members that
+    seeded the release.
     """
 
     dataset: Dataset

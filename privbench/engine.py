@@ -17,6 +17,7 @@ from privbench.api import AuditTarget, Dataset, Metric, Release, ResultRow, RunC
 from privbench.config import build_config, config_to_dict
 from privbench.errors import UserError
 from privbench.plugins import Registry
+from privbench.provenance import split_manifest
 from privbench.results import RunInfo, environment_versions, utcnow
 
 
@@ -90,27 +91,34 @@ def run_distiller(
     _check_release_output(release, dataset, method)
     release.images = release.images.detach().to("cpu", torch.float32).contiguous()
     release.labels = release.labels.detach().to("cpu", torch.int64).contiguous()
-    manifest = dict(release.manifest)
-    manifest.update(
+    shareable, private = split_manifest(dict(release.manifest))
+    shareable.update(
         {
             "method": method,
             "ipc": ipc if cls.uses_ipc else None,
             "images": len(release),
+            "image_shape": list(dataset.image_shape),
+            "class_names": list(dataset.class_names),
             "config": config_to_dict(config),
             "seed": ctx.seed,
-            "source_dataset": dataset.name,
-            "source_spec": dataset.spec,
-            "source_fingerprint": dataset.fingerprint,
             "plugin_package": record.distribution,
             "plugin_version": record.version,
             "versions": environment_versions(),
             "wall_time_s": round(elapsed, 3),
             "device": ctx.device,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "warnings": ctx.warnings[warnings_before:],
         }
     )
-    release.manifest = manifest
+    release.manifest = shareable
+    release.provenance = {
+        **private,
+        **(release.provenance or {}),
+        "source_dataset": dataset.name,
+        "source_spec": dataset.spec,
+        "source_fingerprint": dataset.fingerprint,
+        "training_images": len(dataset.train),
+        "warnings": ctx.warnings[warnings_before:],
+    }
     return release
 
 
@@ -155,8 +163,11 @@ def load_target_release(registry: Registry, dataset: Dataset, release_arg: str, 
         return original_release(registry, dataset, ctx)
     release = load_release(Path(release_arg))
     release.check_against(dataset)
-    if not release.manifest.get("source_fingerprint"):
-        ctx.warn("the release manifest records no source dataset fingerprint, so privbench cannot check that "
+    if release.provenance is None:
+        ctx.warn(f"{release_arg} has no provenance.private.json: privbench cannot check that the release was made "
+                 f"from {dataset.name!r}, nor score the members that seeded it on their own")
+    elif not release.provenance.get("source_fingerprint") and not release.manifest.get("source_fingerprint"):
+        ctx.warn("the release's provenance records no source dataset fingerprint, so privbench cannot check that "
                  f"it was made from {dataset.name!r}")
     return release
 
@@ -172,6 +183,7 @@ def run_attack(
     record = registry.record("attack", name)
     seed_everything(ctx.seed)
     warnings_before = len(ctx.warnings)
+    ctx.settings = {}
     started_at = utcnow()
     t0 = time.perf_counter()
     rows = record.cls().run(target, config, ctx)
@@ -184,7 +196,9 @@ def run_attack(
         evaluator=name,
         plugin_package=record.distribution,
         plugin_version=record.version,
-        config={"attack": name, "options": config_to_dict(config), **release_columns(target.release)},
+        config={"attack": name, "options": config_to_dict(config), "settings": dict(ctx.settings),
+                "release_provenance": "absent" if target.release.provenance is None else "present",
+                **release_columns(target.release)},
         seed=ctx.seed,
         device=ctx.device,
         warnings=ctx.warnings[warnings_before:],

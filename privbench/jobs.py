@@ -81,7 +81,8 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                                     {"config": ucfg, "seeds": suite.utility_seeds}, distill.key, ident))
                 for attack in suite.attacks:
                     arec = registry.record("attack", attack)
-                    acfg = config_to_dict(build_config(arec.cls.Config, attack_options(suite, rel, attack), owner=attack))
+                    options = attack_options(suite, rel, attack, arec.cls.Config)
+                    acfg = config_to_dict(build_config(arec.cls.Config, options, owner=attack))
                     metrics = suite.metrics or registry.names("metric")
                     mcfg = {m: suite.metric_config.get(m, {}) for m in metrics}
                     ident = {"kind": "audit", "release": distill.key, "attack": attack, "config": acfg,
@@ -159,8 +160,8 @@ def execute_job(job: Job, stage: Path, *, registry: Registry, datasets: dict[str
         m = release.manifest
         info = RunInfo(job=job.label, task="distill", evaluator=job.release.method,
                        plugin_package=m["plugin_package"], plugin_version=m["plugin_version"],
-                       config=job.identity, seed=job.seed, device=ctx.device, warnings=list(m.get("warnings", [])),
-                       elapsed_s=float(m["wall_time_s"]), run_id=job.key,
+                       config=job.identity, seed=job.seed, device=ctx.device,
+                       warnings=list((release.provenance or {}).get("warnings", [])), elapsed_s=float(m["wall_time_s"]), run_id=job.key,
                        **dataset_columns(dataset), **release_columns(release))
         write_runs(stage / "runs.parquet", [run_record(info)])
         return {"images": len(release), "wall_time_s": m["wall_time_s"]}

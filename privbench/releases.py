@@ -1,4 +1,10 @@
-"""Reading and writing a release directory: ``release.npz`` (no pickle) + ``release.json``."""
+"""Reading and writing a release directory.
+
+``release.npz`` (images and labels, no pickle) and ``release.json`` (how it was
+made) are what is shared; ``provenance.private.json`` (which patients seeded it,
+where the data came from) stays with the data holder: see
+:mod:`privbench.provenance`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import torch
 
 from privbench.api import Release
 from privbench.errors import UserError
+from privbench.provenance import NOTICE, PROVENANCE_FILE, split_manifest
 
 IMAGES_FILE = "release.npz"
 MANIFEST_FILE = "release.json"
@@ -21,9 +28,13 @@ def save_release(release: Release, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     images = release.images.detach().to("cpu", torch.float32).contiguous().numpy()
     labels = release.labels.detach().to("cpu", torch.int64).contiguous().numpy()
+    shareable, private = split_manifest(release.manifest)
     with open(directory / IMAGES_FILE, "wb") as fh:
         np.savez_compressed(fh, images=images, labels=labels)
-    (directory / MANIFEST_FILE).write_text(json.dumps(release.manifest, indent=2, sort_keys=True, default=str) + "\n")
+    (directory / MANIFEST_FILE).write_text(json.dumps(shareable, indent=2, sort_keys=True, default=str) + "\n")
+    if release.provenance is not None or private:
+        provenance = {"notice": NOTICE, **private, **(release.provenance or {})}
+        (directory / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def load_release(directory: Path) -> Release:
@@ -66,4 +77,30 @@ def load_release(directory: Path) -> Release:
         raise UserError(f"{images_path}: images contain NaN pixels")
     if images.size and (images.min() < 0 or images.max() > 1):
         raise UserError(f"{images_path}: pixel values outside [0, 1]")
-    return Release(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), manifest)
+    shareable, private = split_manifest(manifest)  # a release written before provenance had its own file
+    provenance = _load_provenance(directory)
+    if private:
+        provenance = {**private, **(provenance or {})}
+    return Release(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), shareable, provenance)
+
+
+def _load_provenance(directory: Path) -> dict | None:
+    """The private provenance beside a release, checked where it is read; ``None`` when there is none."""
+    path = directory / PROVENANCE_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object")
+    for key in ("init_indices", "source_indices"):
+        values = data.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                   for v in values):
+            raise UserError(f"{path}: {key} must be a list of non-negative training-image indices")
+    data.pop("notice", None)
+    return data

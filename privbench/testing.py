@@ -62,8 +62,11 @@ def distill(cls: type, data: Dataset, ipc: int | None, seed: int = 0, **options:
     seed_everything(seed)
     release = cls().distill(data, ipc, config, RunContext(seed=seed))
     _check_release_output(release, data, cls.name)
-    release.manifest = {**release.manifest, "method": cls.name, "ipc": ipc, "config": config_to_dict(config),
-                        "source_fingerprint": data.fingerprint}
+    from privbench.provenance import split_manifest
+
+    shareable, private = split_manifest(release.manifest)
+    release.manifest = {**shareable, "method": cls.name, "ipc": ipc, "config": config_to_dict(config)}
+    release.provenance = {**private, **(release.provenance or {}), "source_fingerprint": data.fingerprint}
     return release
 
 

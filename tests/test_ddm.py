@@ -71,8 +71,9 @@ def test_release_has_k_images_per_class_in_range_with_diverse_picks(digits, firs
     assert release.images.dtype == torch.float32 and release.labels.dtype == torch.int64
     assert 0 <= float(release.images.min()) and float(release.images.max()) <= 1
     assert torch.bincount(release.labels, minlength=classes).tolist() == [k] * classes
-    m = release.manifest
-    assert m["ddpm"]["cached"] is False and m["ddpm"]["final_loss"] > 0
+    m, p = release.manifest, release.provenance
+    assert p["ddpm"]["cached"] is False and p["ddpm"]["final_loss"] > 0
+    assert "ddpm" not in m and "refinement" not in m  # statistics of the private images are not shared
     assert set(m["stage_seconds"]) >= {"ddpm_training", "feature_network", "sampling", "refinement", "selection"}
     assert sum(m["candidates"]["after_assignment"]) == sum(m["candidates"]["generated"])
     assert m["candidates"]["label_changes"] == sum(d["count"] for d in m["candidates"]["label_change_detail"])
@@ -81,17 +82,17 @@ def test_release_has_k_images_per_class_in_range_with_diverse_picks(digits, firs
         # Picks honour tau, or the relaxation that let them closer is on record (manifest and warning).
         assert entry["min_pick_distance"] >= entry["final_tau"] - 1e-9
         assert entry["final_tau"] == entry["tau"] or entry["class"] in logged
-    assert len([w for w in m["warnings"] if "relaxed tau" in w]) == len(logged)
+    assert len([w for w in p["warnings"] if "relaxed tau" in w]) == len(logged)
     json.dumps(m)  # the manifest is written as JSON
 
 
 def test_huge_tau_forces_a_logged_relaxation(digits, first, tmp_path):
     release = _distill(digits, _cache_copy(first[1], tmp_path), ipc=2, tau=1000.0, max_halvings=2)
-    m = release.manifest
+    m, p = release.manifest, release.provenance
     relaxed = m["selection"]["relaxations"]
     assert {r["class"] for r in relaxed} == set(digits.class_names)
     assert all(r["halvings"] >= 1 and r["final_tau"] < r["tau"] for r in relaxed)
-    warned = [w for w in m["warnings"] if "relaxed tau" in w]
+    warned = [w for w in p["warnings"] if "relaxed tau" in w]
     assert len(warned) == digits.num_classes and all("\n" not in w for w in warned)
     assert torch.bincount(release.labels, minlength=digits.num_classes).tolist() == [2] * digits.num_classes
 
@@ -101,14 +102,14 @@ def test_cache_reuses_the_ddpm_and_same_seed_gives_the_same_release(digits, firs
     cache = _cache_copy(cache, tmp_path / "a")
     again = _distill(digits, cache)
     fresh = _distill(digits, tmp_path / "b")  # trained again from scratch, same seed
-    assert again.manifest["ddpm"]["cached"] is True and fresh.manifest["ddpm"]["cached"] is False
-    assert again.manifest["ddpm"]["final_loss"] == reference.manifest["ddpm"]["final_loss"]
+    assert again.provenance["ddpm"]["cached"] is True and fresh.provenance["ddpm"]["cached"] is False
+    assert again.provenance["ddpm"]["final_loss"] == reference.provenance["ddpm"]["final_loss"]
     assert again.manifest["stage_seconds"]["ddpm_training"] < fresh.manifest["stage_seconds"]["ddpm_training"]
     for other in (again, fresh):
         assert torch.equal(other.images, reference.images) and torch.equal(other.labels, reference.labels)
     # Another ipc on the same data shares the model; another seed does not.
-    assert _distill(digits, cache, ipc=1).manifest["ddpm"]["cached"] is True
-    assert _distill(digits, cache, seed=1).manifest["ddpm"]["cached"] is False
+    assert _distill(digits, cache, ipc=1).provenance["ddpm"]["cached"] is True
+    assert _distill(digits, cache, seed=1).provenance["ddpm"]["cached"] is False
     assert len(_cache_files(cache)) == 2
 
 
@@ -126,18 +127,18 @@ def test_a_damaged_cache_file_is_retrained(digits, first, tmp_path, damage):
         payload["state_dict"][name] += 1.0
         torch.save(payload, path)
     rerun = _distill(digits, tmp_path)
-    assert rerun.manifest["ddpm"]["cached"] is False
-    assert any("damaged" in w for w in rerun.manifest["warnings"])
+    assert rerun.provenance["ddpm"]["cached"] is False
+    assert any("damaged" in w for w in rerun.provenance["warnings"])
     assert torch.equal(rerun.images, reference.images)
     if damage == "garbage":
-        assert _distill(digits, tmp_path).manifest["ddpm"]["cached"] is True  # the file was rewritten
+        assert _distill(digits, tmp_path).provenance["ddpm"]["cached"] is True  # the file was rewritten
 
 
 def test_an_unwritable_cache_is_a_warning_not_a_failure(digits, first, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     release = _distill(digits, blocker)
-    assert any("could not cache" in w for w in release.manifest["warnings"])
+    assert any("could not cache" in w for w in release.provenance["warnings"])
     assert torch.equal(release.images, first[0].images)
 
 

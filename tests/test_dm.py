@@ -36,15 +36,15 @@ def test_contract_and_published_defaults():
 
 def test_loss_falls_and_release_is_valid(digits):
     release = distill(DistributionMatching, digits, 2, seed=0, iterations=30, **SMALL)
-    history = release.manifest["loss_history"]
-    assert len(history) == 30 and release.manifest["loss_history_every"] == 1
+    history = release.provenance["loss_history"]
+    assert len(history) == 30 and release.provenance["loss_history_every"] == 1
     first, last = np.mean(history[:5]), np.mean(history[-5:])
     assert last < 0.6 * first, history
     assert release.images.shape == (20, 1, 16, 16)
     assert release.images.min() >= 0 and release.images.max() <= 1
     assert release.labels.tolist() == [c for c in range(10) for _ in range(2)]
-    # Initialised from real images: the manifest says which, and they are of the right class.
-    init = torch.tensor(release.manifest["init_indices"])
+    # Initialised from real images: the private provenance says which, and they are of the right class.
+    init = torch.tensor(release.provenance["init_indices"])
     assert torch.equal(digits.train.labels[init], release.labels)
 
 
@@ -76,7 +76,7 @@ def test_same_seed_same_release_and_loop_variant_agrees(digits):
     b = distill(DistributionMatching, digits, 1, seed=5, **options)
     c = distill(DistributionMatching, digits, 1, seed=6, **options)
     loop = distill(DistributionMatching, digits, 1, seed=5, batched=False, **options)
-    assert torch.equal(a.images, b.images) and a.manifest["loss_history"] == b.manifest["loss_history"]
+    assert torch.equal(a.images, b.images) and a.provenance["loss_history"] == b.provenance["loss_history"]
     assert not torch.equal(a.images, c.images)
     assert torch.allclose(a.images, loop.images, atol=1e-4)
 
@@ -84,7 +84,7 @@ def test_same_seed_same_release_and_loop_variant_agrees(digits):
 def test_noise_init_and_streamed_real_batches(digits, monkeypatch):
     release = distill(DistributionMatching, digits, 1, iterations=2, init="noise", dsa_strategy="none", width=8,
                       batch_real=8)
-    assert "init_indices" not in release.manifest and release.images.shape == (10, 1, 16, 16)
+    assert "init_indices" not in release.provenance and release.images.shape == (10, 1, 16, 16)
     batchnorm = distill(DistributionMatching, digits, 1, iterations=2, norm="batchnorm", width=8, batch_real=8)
     assert batchnorm.images.shape == (10, 1, 16, 16)
     # A private set too large for the device stays in host memory; the draws are the same.
@@ -126,10 +126,11 @@ def test_cli_writes_release_manifest_preview_and_results(cli, tmp_path):
     for name in ("release.npz", "release.json", "preview.png", "results.parquet"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "release.json").read_text())
-    for key in ("method", "config", "seed", "source_fingerprint", "versions", "wall_time_s", "device"):
+    for key in ("method", "config", "seed", "versions", "wall_time_s", "device"):
         assert key in manifest, key
     assert manifest["method"] == "dm" and manifest["config"]["iterations"] == 5 and manifest["device"] == "cpu"
-    assert len(manifest["loss_history"]) == 5
+    private = json.loads((out / "provenance.private.json").read_text())
+    assert len(private["loss_history"]) == 5 and len(private["source_fingerprint"]) == 64
     with np.load(out / "release.npz", allow_pickle=False) as data:
         assert sorted(data.files) == ["images", "labels"]
         assert data["images"].shape[0] == 20

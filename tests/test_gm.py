@@ -66,7 +66,7 @@ def test_loop_schedule_follows_the_reference_and_interpolates():
 
 def test_loss_falls(digits):
     release = distill(GradientMatching, digits, 1, seed=0, iterations=12, lr_img=1.0, **SMALL)
-    history = release.manifest["loss_history"]
+    history = release.provenance["loss_history"]
     assert len(history) == 12 and release.manifest["outer_loop"] == 1
     assert np.mean(history[-3:]) < 0.8 * np.mean(history[:3]), history
     assert release.images.min() >= 0 and release.images.max() <= 1
@@ -95,7 +95,7 @@ def test_same_seed_same_release_with_inner_loop_and_dsa(digits):
     a = distill(GradientMatching, digits, 2, seed=3, **options)
     b = distill(GradientMatching, digits, 2, seed=3, **options)
     assert (a.manifest["outer_loop"], a.manifest["inner_loop"]) == (2, 6)
-    assert torch.equal(a.images, b.images) and a.manifest["loss_history"] == b.manifest["loss_history"]
+    assert torch.equal(a.images, b.images) and a.provenance["loss_history"] == b.provenance["loss_history"]
     c = distill(GradientMatching, digits, 2, seed=4, **options)
     assert not torch.equal(a.images, c.images)
     vectorised = distill(GradientMatching, digits, 2, seed=3, class_batching="vmap", **options)

@@ -42,7 +42,9 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
 
     \b
     OUT/release.npz     images (float32, N x C x H x W, [0, 1]) and labels
-    OUT/release.json    method, config, seed, source fingerprint, versions, time, device
+    OUT/release.json    method, config, seed, versions, time, device (shareable)
+    OUT/provenance.private.json  which training images seeded the release, the source
+                        data's spec and fingerprint: never share this file
     OUT/preview.png     the released images, one row per class
     OUT/results.parquet utility scores (with --evaluate)
     """
@@ -100,5 +102,5 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
     )
     if evaluate:
         console.print(results_table(records, title="Utility on the real test split"))
-    for warning in m.get("warnings", []):
+    for warning in (release.provenance or {}).get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")

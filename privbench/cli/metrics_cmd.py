@@ -139,9 +139,10 @@ def command(ctx, reference, candidate, metric_names, out_file, force, pair_by_or
     release = cand.release or ref.release
     provenance = {}
     if release is not None:
+        private = release.provenance or {}
         provenance = {
-            "dataset": str(release.manifest.get("source_dataset", "")),
-            "dataset_fingerprint": str(release.manifest.get("source_fingerprint", "")),
+            "dataset": str(private.get("source_dataset", "")),
+            "dataset_fingerprint": str(private.get("source_fingerprint", "")),
             **release_columns(release),
         }
     run_id = new_run_id()

@@ -168,12 +168,15 @@ def run(private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
             "label_change_detail": changes,
             "moved_to_fill": [{"from": names[a], "to": names[b]} for a, b in moves],
         },
-        "refinement": {"features": config.features, "steps": config.refine_steps, "final_dm_loss": refine_losses},
         "selection": {"tau_fraction": config.tau, "per_class": per_class, "relaxations": relaxations},
         "released_label_changes": int((cond[index] != out_labels).sum()),
         "stage_seconds": clock.rounded(),
     }
-    return Release(images[index].clone().clamp_(0.0, 1.0), out_labels.to(torch.int64), manifest)
+    # statistics of the private images (training losses, the DM loss against the real class means) stay private
+    provenance = {"ddpm": manifest.pop("ddpm"),
+                  "refinement": {"features": config.features, "steps": config.refine_steps,
+                                 "final_dm_loss": refine_losses}}
+    return Release(images[index].clone().clamp_(0.0, 1.0), out_labels.to(torch.int64), manifest, provenance)
 
 
 def _select(

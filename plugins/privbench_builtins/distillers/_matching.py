@@ -220,13 +220,13 @@ def history_summary(losses: list[float], limit: int = 1000) -> tuple[list[float]
 
 
 def matched_release(name: str, ipc: int, syn: SyntheticSet, losses: list[float], definition: str, **extra) -> Release:
-    """The learnt images as a release whose manifest keeps the loss history and the real images used to start."""
+    """The learnt images as a release; the loss history (a statistic of the private images) and the training
+    images the synthetic ones started from go to the private provenance, never into what is shared."""
     history, every = history_summary(losses)
-    manifest = {"method": name, "ipc": ipc, **extra, "loss_history": history, "loss_history_every": every,
-                "loss_definition": definition}
+    provenance = {"loss_history": history, "loss_history_every": every, "loss_definition": definition}
     if syn.init_indices is not None:
-        manifest["init_indices"] = syn.init_indices
-    return Release(syn.release_images(), syn.labels.clone(), manifest)
+        provenance["init_indices"] = syn.init_indices
+    return Release(syn.release_images(), syn.labels.clone(), {"method": name, "ipc": ipc, **extra}, provenance)
 
 
 def net_seed(seed: int, method: str, iteration: int) -> int:

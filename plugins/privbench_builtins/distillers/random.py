@@ -37,7 +37,8 @@ class RandomSubset(Distiller):
         return Release(
             private.train.images[index].clone(),
             labels[index].clone(),
-            {"method": self.name, "ipc": ipc, "source_indices": index.tolist()},
+            {"method": self.name, "ipc": ipc},
+            {"source_indices": index.tolist()},  # private provenance: which patients are in the release
         )
 
 
