@@ -236,6 +236,20 @@ def utility_options(suite: Suite, release: ReleaseSpec) -> dict[str, Any]:
     return {**suite.utility_config, **release.utility_config}
 
 
-def attack_options(suite: Suite, release: ReleaseSpec, attack: str) -> dict[str, Any]:
-    """The suite's options for one attack with this release's overrides on top."""
-    return {**suite.attack_config.get(attack, {}), **release.audit_config.get(attack, {})}
+SUITE_GAME = "method"
+"""Suites ask "how private is this method on this data?" unless they say otherwise (``game = "release"``)."""
+
+
+def attack_options(suite: Suite, release: ReleaseSpec, attack: str, config_cls: type | None = None) -> dict[str, Any]:
+    """The suite's options for one attack with this release's overrides on top.
+
+    An attack whose ``Config`` has a ``game`` field plays the ``method`` game
+    in a suite unless the suite sets it.
+    """
+    import dataclasses
+
+    options = {**suite.attack_config.get(attack, {}), **release.audit_config.get(attack, {})}
+    if config_cls is not None and "game" not in options and dataclasses.is_dataclass(config_cls) and \
+            "game" in {f.name for f in dataclasses.fields(config_cls)}:
+        options["game"] = SUITE_GAME
+    return options

@@ -1,4 +1,4 @@
-"""Membership inference: LiRA's statistics by hand, attacks that succeed and fail, shadows end to end."""
+"""Membership inference's statistics by hand: LiRA, RMIA, exact rates at low FPR, ties, fixed-margin shadow sets."""
 
 from __future__ import annotations
 
@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from attack_data import digits_small, noise_release, original_release  # noqa: F401 - fixtures
-from privbench.api import AuditTarget, RunContext
-from privbench.config import build_config
-from privbench.errors import UserError
-from privbench.testing import attack, check_plugin
-from privbench_builtins.attacks import _lira, _roc
-from privbench_builtins.attacks.mia import MembershipInference
-
-FAST_TARGET = {"target_epochs": 100, "target_width": 32, "target_depth": 2, "resamples": 300}
+from privbench_builtins.attacks import _assignment, _lira, _rmia, _roc
 
 
 def _phi(z: float) -> float:
@@ -76,7 +68,7 @@ def test_lira_known_likelihood_ratio_of_two_gaussians():
     """Many shadows drawn from IN ~ N(1, 1) and OUT ~ N(-1, 1): the score approaches the true log ratio 2 phi."""
     rng = np.random.default_rng(0)
     shadows, candidates = 4000, 3
-    is_in = _lira.balanced_assignment(candidates, shadows, seed=0)
+    is_in = rng.random((shadows, candidates)) < 0.5
     phi = np.where(is_in, rng.normal(1, 1, is_in.shape), rng.normal(-1, 1, is_in.shape))[:, :, None]
     target = np.array([-0.5, 0.0, 0.7])
     for variance in ("fixed", "per_example"):
@@ -116,14 +108,6 @@ def test_logit_confidence_is_the_logit_of_the_true_class_probability():
     assert phi[2] == pytest.approx(100.0)  # finite where p_y rounds to 1
 
 
-def test_each_candidate_is_in_exactly_half_of_the_shadows():
-    even = _lira.balanced_assignment(500, 8, seed=1)
-    assert (even.sum(axis=0) == 4).all()
-    assert abs(even.sum(axis=1).mean() - 250) < 1e-9 and even.sum(axis=1).min() > 200
-    odd = _lira.balanced_assignment(500, 3, seed=1)
-    assert set(odd.sum(axis=0).tolist()) == {1, 2}
-
-
 def test_candidates_have_the_same_class_mix_on_both_sides():
     from privbench_builtins.attacks._common import matched_candidates
 
@@ -140,111 +124,13 @@ def test_tpr_at_low_fpr_and_calibrated_balanced_accuracy():
     member = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     score = np.array([9.0, 8.0, 3.0, 1.0, 7.0, 2.0, 0.5, 0.0])
     curves = _roc.RocCurves()
-    assert curves.tpr_at_fpr(member, score, 0.0) == 0.5  # 9 and 8 score above every non-member
-    assert curves.tpr_at_fpr(member, score, 0.25) == 0.75  # one false positive (7) allows 3
+    assert _roc.rate_at_fpr(member, score, 0.0)["tp"] == 2  # 9 and 8 score above every non-member
+    one = _roc.rate_at_fpr(member, score, 0.25)  # one false positive (7) allows 3
+    assert (one["tp"], one["fp"], one["threshold"]) == (3, 1, 3.0)
     assert curves.auc(member, score) == pytest.approx(13 / 16)  # 4 + 4 + 3 + 2 ordered pairs
     assert _roc.balanced_accuracy(member, score, 2.5) == pytest.approx((0.75 + 0.75) / 2)
     calibration = _roc.calibration_half(member, seed=0)
     assert calibration[member == 1].sum() == 2 and calibration[member == 0].sum() == 2
-
-
-# --------------------------------------------------------------------------- attacks that succeed and fail
-
-
-def test_mia_registers_as_a_valid_plugin():
-    from privbench.nets import MODELS
-    from privbench_builtins.attacks._options import TARGET_MODELS
-
-    check_plugin(MembershipInference, "attack")
-    assert TARGET_MODELS == MODELS
-    with pytest.raises(UserError, match="shadows"):
-        build_config(MembershipInference.Config, {"shadows": "1"}, owner="attack mia")
-    with pytest.raises(UserError, match="variants"):
-        build_config(MembershipInference.Config, {"variants": "loss,nope"}, owner="attack mia")
-
-
-def test_loss_attack_detects_members_of_an_overfit_model():
-    data = digits_small()
-    rows = attack(MembershipInference, data, original_release(data), variants=("loss", "lira_offline"), **FAST_TARGET)
-    auc = _row(rows, "loss.auc")
-    assert auc.ci_low > 0.55, auc
-    # every member, and as many non-members of each class (120 available)
-    assert auc.n == 80 and auc.detail["members"] == 40 and auc.detail["nonmembers"] == 40
-    tpr = _row(rows, "loss.tpr_at_fpr_0.01")
-    assert tpr.detail["false_positives_allowed"] == 0 and tpr.ci_low is not None
-    bal = _row(rows, "loss.balanced_accuracy")
-    assert bal.n == 40 and bal.detail["calibration_members"] == 20 and "calibration half" in bal.detail["threshold_rule"]
-    assert {r.subset for r in rows} == ({"all", "nonmembers=val", "nonmembers=test"}
-                                        | {f"class={c}" for c in data.class_names})
-    by_source = [_row(rows, "loss.auc", f"nonmembers={s}") for s in ("val", "test")]
-    assert all(r.detail["members"] == 40 for r in by_source)
-    assert sum(r.detail["nonmembers"] for r in by_source) == 40
-    # this target cannot re-run its pipeline, so LiRA says so instead of making up a number
-    lira = _row(rows, "lira_offline.auc")
-    assert lira.status == "unavailable" and lira.value is None and "re-run" in lira.detail["reason"]
-
-
-def test_loss_attack_on_a_noise_release_is_at_chance():
-    data = digits_small()
-    rows = attack(MembershipInference, data, noise_release(data), variants=("loss",), **FAST_TARGET)
-    auc = _row(rows, "loss.auc")
-    assert auc.ci_low < 0.5 < auc.ci_high, auc
-
-
-def test_lira_end_to_end_with_shadow_pipelines(tmp_path):
-    """Shadows re-run the `random` distiller through target.rebuild; every row comes back with a CI."""
-    from privbench.engine import make_rebuild, run_distiller
-    from privbench.plugins import get_registry
-    from privbench.testing import tiny_dataset
-
-    registry = get_registry()
-    data = tiny_dataset(classes=3, per_class=20)
-    release = run_distiller(registry, "random", data, 2, None, RunContext(seed=0))
-    calls = []
-    rebuild = make_rebuild(registry, release.manifest)
-
-    def counting_rebuild(private, ctx):
-        calls.append((len(private.train), ctx.seed))
-        return rebuild(private, ctx)
-
-    target = AuditTarget(data, release, {}, counting_rebuild)
-    config = build_config(MembershipInference.Config, {"shadows": 4, "target_epochs": 30, "target_width": 16,
-                                                        "target_depth": 2, "resamples": 200}, owner="attack mia")
-    rows = MembershipInference().run(target, config, RunContext(seed=0, out_dir=tmp_path))
-    population = len(data.train) + len(data.nonmembers)
-    assert len(calls) == 4 and len({seed for _, seed in calls}) == 4
-    assert sum(size for size, _ in calls) == 2 * population  # every candidate IN exactly half of the shadows
-    expected = {f"{v}.{s}" for v in ("loss", "lira_offline", "lira_online", "release_distance") for s in _roc.STATISTICS}
-    assert {r.measure for r in rows} == expected
-    for r in rows:
-        if r.subset == "all":
-            assert r.status == "ok" and r.ci_low is not None and r.ci_low <= r.value <= r.ci_high, r
-    offline = _row(rows, "lira_offline.auc")
-    assert offline.detail["shadows"] == 4 and offline.detail["variance"] == "fixed"
-    assert offline.detail["queries"] == ["identity", "flip"]
-    assert (tmp_path / "roc.png").stat().st_size > 1000
-
-
-def test_non_members_can_come_from_one_split():
-    data = digits_small()
-    rows = attack(MembershipInference, data, noise_release(data), variants=("release_distance",), resamples=50,
-                  nonmember_splits=("val",))
-    assert {r.subset for r in rows} == {"all"} | {f"class={c}" for c in data.class_names}
-    auc = _row(rows, "release_distance.auc")
-    assert auc.detail["nonmembers"] == auc.detail["members"] <= 40  # per class, as many as val offers
-    with pytest.raises(UserError, match="nonmember_splits"):
-        build_config(MembershipInference.Config, {"nonmember_splits": "train"}, owner="attack mia")
-
-
-def test_release_distance_finds_the_released_members():
-    from privbench.api import Release
-
-    data = digits_small()
-    release = Release(data.train.images[:20].clone(), data.train.labels[:20].clone(), {"method": "copies"})
-    rows = attack(MembershipInference, data, release, variants=("release_distance",), resamples=200)
-    tpr = _row(rows, "release_distance.tpr_at_fpr_0.001")
-    assert tpr.value >= 0.5  # the 20 released of 40 members sit at distance 0
-    assert tpr.detail["false_positives_allowed"] == 0 and "zero false positives" in tpr.detail["note"]
 
 
 def test_fast_roc_points_match_scikit_learn_with_ties():
@@ -264,3 +150,106 @@ def test_fast_roc_points_match_scikit_learn_with_ties():
         ref_fpr, ref_tpr, _ = roc_curve(member, score, drop_intermediate=False)
         assert np.allclose(fpr, ref_fpr) and np.allclose(tpr, ref_tpr)
         assert abs(RocCurves().auc(member, score) - roc_auc_score(member, score)) < 1e-12
+
+
+# --------------------------------------------------------------------------- exact rates and ties
+
+
+def test_tied_scores_at_the_threshold_are_counted_together():
+    """Three members tie with one non-member at the top: no threshold can take the members without it."""
+    member = np.array([1, 1, 1, 0] + [0] * 99 + [1])
+    score = np.array([5.0, 5.0, 5.0, 5.0] + [0.0] * 99 + [1.0])
+    strict = _roc.rate_at_fpr(member, score, 0.0)  # no false positive allowed: the tie cannot be split
+    assert (strict["tp"], strict["fp"], strict["threshold"]) == (0, 0, None)
+    one = _roc.rate_at_fpr(member, score, 0.01)  # one of 100 allowed: the whole tie comes in, then member 1.0
+    assert (one["tp"], one["fp"], one["threshold"]) == (4, 1, 1.0)
+    # a per-candidate count that broke the tie (sorted members first) would report 3 true positives at FPR 0
+    fpr, tpr = _roc.roc_points_fast(member, score)
+    assert not np.any((fpr == 0) & (tpr > 0))
+
+
+def test_clopper_pearson_bounds_equal_scipy_binomtest():
+    from scipy.stats import binomtest
+
+    from privbench.stats import exact_rate_ci
+
+    rng = np.random.default_rng(0)
+    cases = [(0, 20), (20, 20), (1, 1000), (7, 23)] + [(int(k), int(n)) for n in rng.integers(1, 3000, 20)
+                                                       for k in [rng.integers(0, n + 1)]]
+    for k, n in cases:
+        ours = exact_rate_ci(k, n)
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        assert ours.value == k / n and ours.n == n
+        assert ours.ci_low == pytest.approx(ref.low, abs=1e-12) and ours.ci_high == pytest.approx(ref.high, abs=1e-12)
+
+
+def test_tpr_rows_are_exact_or_insufficient():
+    rng = np.random.default_rng(1)
+    member = np.r_[np.ones(500, int), np.zeros(1200, int)]
+    score = np.r_[rng.normal(1, 1, 500), rng.normal(0, 1, 1200)]
+    row = _roc.tpr_row("loss.tpr_at_fpr_0.01", member, score, 0.01, subset="all", game="release", extra={})
+    d = row.detail
+    assert row.status == "ok" and row.game == "release" and d["false_positives"] <= 12 == d["false_positives_allowed"]
+    assert row.value == d["true_positives"] / 500 and row.ci_low < row.value < row.ci_high
+    assert d["fpr_achieved"] == d["false_positives"] / 1200 and d["fpr_achieved_ci"][0] <= d["fpr_achieved"]
+    low = _roc.tpr_row("loss.tpr_at_fpr_0.001", member, score, 0.001, subset="all", game="release", extra={})
+    assert low.status == "insufficient" and low.value is None and "needs at least 10000" in low.detail["reason"]
+    assert low.detail["nonmembers"] == 1200 and low.n == 1700
+    # every member released verbatim (distance 0, tied) against 230 non-members: no figure, and no contradiction
+    copies = _roc.variant_rows("release_distance", np.r_[np.ones(20, int), np.zeros(230, int)],
+                               np.r_[np.zeros(20), -rng.random(230) - 0.1], [("all", np.ones(250, bool))],
+                               calibration=_roc.calibration_half(np.r_[np.ones(20), np.zeros(230)], 0), resamples=50,
+                               seed=0)
+    by = {r.measure: r for r in copies}
+    assert by["release_distance.auc"].value == 1.0
+    assert {by[f"release_distance.tpr_at_fpr_{f}"].status for f in ("0.01", "0.001")} == {"insufficient"}
+
+
+# --------------------------------------------------------------------------- RMIA by hand
+
+
+def test_rmia_matches_a_hand_computation():
+    """2 reference models, candidates x1 x2, population z1 z2 z3, a = 0.5 (worked in the comments)."""
+    target_x, target_z = np.array([0.9, 0.5]), np.array([0.6, 0.3, 0.8])
+    refs_x = np.array([[0.7, 0.6], [0.5, 0.4]])  # r1, r2 on x1, x2
+    refs_z = np.array([[0.5, 0.4, 0.6], [0.7, 0.2, 0.6]])
+    out_x = np.array([[False, True], [True, True]])  # x1 is IN r1
+    pop_x = _rmia.population_probability(refs_x, out_x, 0.5)
+    pop_z = _rmia.population_probability(refs_z, np.ones((2, 3), bool), 0.5)
+    # Pr(x1) = (1.5 * 0.5 + 0.5) / 2 = 0.625 (only r2 is OUT); Pr(x2) = (1.5 * 0.5 + 0.5) / 2 = 0.625
+    np.testing.assert_allclose(pop_x, [0.625, 0.625])
+    np.testing.assert_allclose(pop_z, [0.7, 0.475, 0.7])  # means 0.6, 0.3, 0.6
+    # ratios: x1 0.9 / 0.625 = 1.44, x2 0.8; z: 0.857, 0.632, 1.143
+    np.testing.assert_allclose(_rmia.rmia_scores(target_x, pop_x, target_z, pop_z, gamma=1.0), [1.0, 1 / 3])
+    # gamma 1.3: x1 beats z with ratio below 1.44 / 1.3 = 1.108 (z1, z2); x2 none below 0.615
+    np.testing.assert_allclose(_rmia.rmia_scores(target_x, pop_x, target_z, pop_z, gamma=1.3), [2 / 3, 0.0])
+    # a candidate that is itself z3 is not compared with itself: ratio 1.143 beats z1 and z2, of the other two
+    np.testing.assert_allclose(_rmia.rmia_scores(np.array([0.8]), np.array([0.7]), target_z, pop_z,
+                                                 same=np.array([2])), [1.0])
+    # no OUT reference: undefined, never a made-up number
+    assert np.isnan(_rmia.population_probability(refs_x, np.zeros((2, 2), bool), 0.5)).all()
+
+
+def test_true_label_probability_averages_queries():
+    logits = np.log(np.array([[[0.2, 0.8], [0.6, 0.4]], [[0.4, 0.6], [0.6, 0.4]]]))  # 2 queries x 2 images x 2
+    np.testing.assert_allclose(_rmia.true_label_probability(logits, np.array([1, 0])), [0.7, 0.6])
+
+
+# --------------------------------------------------------------------------- shadow sets
+
+
+def test_shadow_sets_have_exact_class_counts_and_balanced_inclusion():
+    labels = np.array([0] * 181 + [1] * 300 + [2] * 7)
+    sets = _assignment.fixed_margin_sets(labels, [150, 250, 5], 6, seed=1)
+    for row in sets:
+        assert np.bincount(labels[row], minlength=3).tolist() == [150, 250, 5]
+    for c, take in ((0, 150), (1, 250), (2, 5)):
+        counts = sets[:, labels == c].sum(axis=0)
+        share = 6 * take / (labels == c).sum()
+        assert counts.min() >= np.floor(share) and counts.max() <= np.ceil(share)
+    assert np.unique(sets, axis=0).shape[0] == 6
+    halves = _assignment.halves(labels, 3, 4)
+    method = _assignment.fixed_margin_sets(labels, halves, 4, seed=2)
+    assert (method.sum(axis=0) == 2).all()  # every entry IN exactly half of the pipelines, odd classes too
+    facts = _assignment.inclusion_facts(sets)
+    assert facts["sets"] == 6 and 0.4 < facts["inclusion_rate_mean"] < 1

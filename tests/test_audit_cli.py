@@ -13,7 +13,7 @@ from privbench.api import Release
 from privbench.releases import MANIFEST_FILE, save_release
 
 CHEAP = [
-    "--set", "mia.shadows=2", "--set", "mia.max_members=60", "--set", "mia.max_nonmembers=60",
+    "--set", "mia.shadows=4", "--set", "mia.max_members=60", "--set", "mia.max_nonmembers=60",
     "--set", "mia.resamples=50",
     "--set", "autoencoder.min_steps=20", "--set", "autoencoder.max_images=40", "--set", "autoencoder.resamples=50",
     "--set", "aia.max_members=60", "--set", "aia.max_nonmembers=60", "--set", "aia.resamples=20",
@@ -54,12 +54,20 @@ def test_audit_runs_every_builtin_attack_end_to_end(cli, tmp_path, digits_releas
     by_key = {(r["evaluator"], r["measure"], r["subset"]): r for r in records}
     for key in [("autoencoder", "reconstruction.ssim", "all"), ("autoencoder", "memorisation.pixel.ssim", "all"),
                 ("autoencoder", "memorisation.feature.ssim", "all"), ("autoencoder", "memorisation.near_copies", "all"),
-                ("aia", "with_model.auc", "all"), ("aia", "control.auc", "all")]:
+                ("autoencoder", "reconstruction_gap.ssim", "all"), ("autoencoder", "reconstruction_mia.auc", "null"),
+                ("aia", "with_model.auc", "all"), ("aia", "baseline.auc", "all"), ("aia", "risk", "all")]:
         assert by_key[key]["status"] == "ok" and by_key[key]["ci_low"] is not None, key
-    for variant in ("loss", "lira_offline", "lira_online", "release_distance"):
-        for stat in ("auc", "balanced_accuracy", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001"):
-            assert by_key[("mia", f"{variant}.{stat}", "all")]["status"] == "ok"
-            assert ("mia", f"{variant}.{stat}", "class=7") in by_key
+    for variant in ("loss", "lira_offline", "lira_online", "rmia", "release_distance"):
+        for subset in ("all", "null", "class=7", "nonmembers=val", "init_members"):
+            assert by_key[("mia", f"{variant}.auc", subset)]["status"] == "ok", (variant, subset)
+            for stat in ("tpr_at_fpr_0.01", "tpr_at_fpr_0.001"):  # 60 non-members resolve neither rate
+                assert by_key[("mia", f"{variant}.{stat}", subset)]["status"] == "insufficient"
+        assert by_key[("mia", f"{variant}.balanced_accuracy", "all")]["status"] == "ok"
+    assert {r["game"] for r in records if r["evaluator"] == "mia"} == {"release"}  # privbench audit's default
+    runs = {r["evaluator"]: json.loads(r["config"]) for r in pq.read_table(out / "runs.parquet").to_pylist()}
+    settings = runs["mia"]["settings"]["mia"]
+    assert settings["game"] == "release" and settings["shadows"]["sets"] == 4
+    assert settings["target_recipe"]["optimiser_steps"] == 5 and runs["mia"]["release_provenance"] == "present"
     copies = by_key[("autoencoder", "memorisation.near_copies", "all")]
     assert copies["value"] == 1.0 and json.loads(copies["detail"])["near_copies"] == 20  # random = real copies
     lpips = by_key[("autoencoder", "reconstruction.lpips", "all")]
@@ -74,7 +82,8 @@ def test_audit_runs_every_builtin_attack_end_to_end(cli, tmp_path, digits_releas
 
     row = privacy_table(records)[0]
     assert row["mia_loss_auc"].value is not None and row["aia_auc"].value is not None
-    assert row["mia_tpr_1"].value is not None and row["aia_control_auc"].value is not None
+    assert row["mia_tpr_1"].status == "insufficient" and row["aia_baseline_auc"].value is not None
+    assert row["game"] == "release" and row["mia_steps"] == "5"
 
 
 def test_private_images_stay_out_of_figures_unless_allowed(cli, tmp_path):

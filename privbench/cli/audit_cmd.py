@@ -91,4 +91,13 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
     console.print(results_table(overall, title=f"Audit of {release.method} on {dataset.name}"))
     if len(overall) < len(records):
         console.print(f"{len(records) - len(overall)} more rows (per class and per source of non-members) in the results table")
+    from privbench.provenance import PROVENANCE_FILE, member_indices
+
+    if release.provenance is None:
+        console.print(f"[yellow]{PROVENANCE_FILE} was not found beside the release: the members that seeded it "
+                      "could not be scored on their own[/]")
+    elif release_arg != "original":
+        seeded = len(member_indices(release.provenance))
+        console.print(f"{PROVENANCE_FILE}: present ({seeded} members seeded the release"
+                      f"{' and were scored on their own, subset init_members' if seeded else ''}); never share it")
     console.print(f"results: {out_dir / 'results.parquet'}")

@@ -77,26 +77,31 @@ def fmt_number(value: Any, digits: int = 4) -> str:
 
 
 def results_table(records: Iterable[dict[str, Any]], title: str | None = None) -> Table:
-    """A rich table of result records: value [CI] (n)."""
+    """A rich table of result records: value [CI] (n); the game of a privacy figure, and a confounded one marked."""
+    records = list(records)
+    games = any(r.get("game") for r in records)
     table = Table(title=title, show_lines=False)
-    for col in ("release", "evaluator", "measure", "subset", "value", "95% CI", "n"):
+    columns = ("release", "evaluator") + (("game",) if games else ()) + ("measure", "subset", "value", "95% CI", "n")
+    for col in columns:
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
     for r in records:
         release = r.get("release_method") or ""
         if r.get("release_ipc") is not None:
             release += f" ipc={r['release_ipc']}"
+        try:
+            detail = json.loads(r["detail"]) if r.get("detail") else {}
+        except (json.JSONDecodeError, TypeError):
+            detail = {}
+        lead = [release, r["evaluator"]] + ([r.get("game") or ""] if games else []) + [r["measure"],
+                                                                                        r.get("subset", "")]
         if r.get("status") != "ok":
-            reason = ""
-            if r.get("detail"):
-                try:
-                    reason = json.loads(r["detail"]).get("reason", "")
-                except (json.JSONDecodeError, AttributeError):
-                    reason = ""
-            table.add_row(release, r["evaluator"], r["measure"], r.get("subset", ""), f"[yellow]{r['status']}[/]",
-                          reason[:60], "-")
+            table.add_row(*lead, f"[yellow]{r['status']}[/]", str(detail.get("reason", ""))[:70], "-")
             continue
         ci = "-"
         if r.get("ci_low") is not None and r.get("ci_high") is not None:
             ci = f"[{fmt_number(r['ci_low'])}, {fmt_number(r['ci_high'])}]"
-        table.add_row(release, r["evaluator"], r["measure"], r.get("subset", ""), fmt_number(r["value"]), ci, str(r["n"]))
+        value = fmt_number(r["value"])
+        if detail.get("confounded"):
+            value = f"[red]{value} confounded[/]"
+        table.add_row(*lead, value, ci, str(r["n"]))
     return table

@@ -1,9 +1,12 @@
 """The reconstruction attack's convolutional autoencoder and its training loop.
 
 Encoder: ``depth`` blocks of 3x3 convolution -> ReLU -> 2x2 max-pool, the
-channels doubling from ``width``; decoder: the mirror image with nearest
-upsampling, then a 3x3 convolution to the image's channels and a sigmoid, so
-outputs lie in [0, 1] like the inputs. Pools round up (``ceil_mode``) and each
+channels doubling from ``width``, then a 1x1 convolution to a latent of
+``latent_channels`` (the bottleneck: the seed paper "compressed the input into
+a latent space"; without one, 64 x 7 x 7 = 3,136 values for 784 pixels would
+let the network learn a near-identity map that reconstructs anything);
+decoder: the mirror image with nearest upsampling, then a 3x3 convolution to
+the image's channels and a sigmoid, so outputs lie in [0, 1] like the inputs. Pools round up (``ceil_mode``) and each
 upsampling restores the exact size its encoder block saw, so odd sizes (28 ->
 14 -> 7 -> 4 and back) need no padding. Trained with MSE and Adam, as in the
 seed paper's Section 4.3.
@@ -20,8 +23,23 @@ from torch.nn import functional as F
 from privbench.api import RunContext
 
 
+def code_size(size: tuple[int, int], depth: int) -> tuple[int, int]:
+    """The bottleneck's height and width after ``depth`` pools that round up."""
+    h, w = size
+    for _ in range(depth):
+        h, w = math.ceil(h / 2), math.ceil(w / 2)
+    return h, w
+
+
+def latent_channels_for(fraction: float, channels: int, size: tuple[int, int], depth: int) -> int:
+    """Latent channels so that the code holds at most ``fraction`` of the input's values (at least one)."""
+    h, w = code_size(size, depth)
+    return max(1, int(fraction * channels * size[0] * size[1] // (h * w)))
+
+
 class ConvAutoencoder(nn.Module):
-    def __init__(self, channels: int, size: tuple[int, int], width: int = 32, depth: int = 2):
+    def __init__(self, channels: int, size: tuple[int, int], width: int = 32, depth: int = 2,
+                 latent_channels: int | None = None):
         super().__init__()
         h, w = size
         encoder: list[nn.Module] = []
@@ -34,6 +52,10 @@ class ConvAutoencoder(nn.Module):
             h, w = math.ceil(h / 2), math.ceil(w / 2)
             c_in = c_out
         decoder: list[nn.Module] = []
+        if latent_channels:
+            encoder.append(nn.Conv2d(c_in, latent_channels, 1))
+            c_in = latent_channels
+        self.code_shape = (c_in, h, w)
         for d in reversed(range(depth)):
             c_out = width * 2**d
             decoder += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Upsample(size=sizes[d], mode="nearest")]
@@ -41,7 +63,6 @@ class ConvAutoencoder(nn.Module):
         decoder += [nn.Conv2d(c_in, channels, 3, padding=1), nn.Sigmoid()]
         self.encoder = nn.Sequential(*encoder)
         self.decoder = nn.Sequential(*decoder)
-        self.code_shape = (c_in, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
@@ -58,12 +79,16 @@ def train_autoencoder(
     lr: float,
     seed: int,
     ctx: RunContext,
+    latent_fraction: float = 0.25,
+    label: str = "autoencoder on the release",
 ) -> tuple[ConvAutoencoder, dict]:
     """An autoencoder fitted to ``images``; returns it in eval mode with the training facts."""
     device = ctx.torch_device
+    size = tuple(images.shape[2:])
+    latent = latent_channels_for(latent_fraction, images.shape[1], size, depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ConvAutoencoder(images.shape[1], tuple(images.shape[2:]), width, depth)
+        model = ConvAutoencoder(images.shape[1], size, width, depth, latent)
     model = model.to(device)
     x_all = images.detach().to(device, torch.float32)
     n = x_all.shape[0]
@@ -73,7 +98,7 @@ def train_autoencoder(
     gen = torch.Generator().manual_seed(seed + 1)
     model.train()
     loss_sum = torch.zeros((), device=device)
-    with ctx.progress.task("autoencoder on the release", total=epochs_run) as task:
+    with ctx.progress.task(label, total=epochs_run) as task:
         for _ in range(epochs_run):
             order = torch.randperm(n, generator=gen)
             loss_sum = torch.zeros((), device=device)
@@ -85,7 +110,11 @@ def train_autoencoder(
                 optimizer.step()
                 loss_sum += loss.detach() * x.shape[0]
             task.advance(1, mse=float(loss_sum) / n)
-    facts = {"epochs_run": epochs_run, "steps": epochs_run * per_epoch, "final_train_mse": float(loss_sum) / n}
+    h, w = code_size(size, depth)
+    values = int(images[0].numel())
+    facts = {"epochs_run": epochs_run, "steps": epochs_run * per_epoch, "final_train_mse": float(loss_sum) / n,
+             "latent_shape": [latent, h, w], "latent_values": latent * h * w, "input_values": values,
+             "latent_fraction_of_input": round(latent * h * w / values, 4)}
     return model.eval(), facts
 
 

@@ -3,13 +3,18 @@
 The target model is the classifier a recipient of the release would train:
 :func:`privbench.utility.train_on_release` with the utility protocol, so the
 model an attack queries is the model whose utility is reported (with the
-same epochs it is the utility's first-seed model). It is kept in memory for
-the next attack of the same run, so ``mia`` and ``aia`` train it once.
+same recipe it is the utility's first-seed model). The recipe is the
+attack's setting because the recipient chooses it: architecture, width,
+depth, epochs or optimiser steps, and augmentation on or off (a model trained
+without augmentation memorises more, the worst case an audit must be able to
+take). It is kept in memory for the next attack of the same run, so ``mia``
+and ``aia`` train it once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,22 +27,56 @@ from privbench.training import derive_seed
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """How the target model is trained: a model of the utility protocol with these settings."""
+    """How the target model is trained: a model of the utility protocol with these settings.
+
+    ``steps`` > 0 fixes the number of optimiser steps instead of ``epochs``
+    (epochs = steps / batches per epoch, rounded up), so that models trained
+    on releases of different sizes can be compared step for step.
+    """
 
     model: str = "convnet"
     epochs: int = 1000
     width: int = 128
     depth: int = 3
+    augment: bool = True
+    steps: int = 0
 
-    def utility_config(self):
+    def epochs_for(self, images: int) -> int:
+        if self.steps <= 0:
+            return self.epochs
+        return max(1, math.ceil(self.steps / self.batches_per_epoch(images)))
+
+    @staticmethod
+    def batches_per_epoch(images: int) -> int:
         from privbench.utility import UtilityConfig
 
-        return UtilityConfig(epochs=self.epochs, width=self.width, depth=self.depth)
+        return max(1, math.ceil(images / UtilityConfig.batch_size))
+
+    def steps_for(self, images: int) -> int:
+        """The optimiser steps a model trained on ``images`` images takes."""
+        return self.epochs_for(images) * self.batches_per_epoch(images)
+
+    def utility_config(self, images: int):
+        from privbench.utility import UtilityConfig
+
+        return UtilityConfig(epochs=self.epochs_for(images), width=self.width, depth=self.depth, dsa=self.augment)
+
+    def recipe(self, images: int) -> dict[str, Any]:
+        """Everything that decides the target model, for the runs table and the rows' detail."""
+        from privbench.config import config_to_dict
+
+        config = config_to_dict(self.utility_config(images))
+        return {"model": self.model, "training_images": int(images), "optimiser_steps": self.steps_for(images),
+                "epochs": config["epochs"], "width": self.width, "depth": self.depth,
+                "augmentation": config["dsa_strategy"] if self.augment else "none", "optimiser": "sgd",
+                "lr": config["lr"], "momentum": config["momentum"], "weight_decay": config["weight_decay"],
+                "batch_size": config["batch_size"], "lr_decay_at": config["lr_decay_at"], "norm": config["norm"]}
 
 
 def target_spec(config: Any) -> TargetSpec:
     """The ``target_*`` fields of an attack's Config as a :class:`TargetSpec`."""
-    return TargetSpec(config.target_model, config.target_epochs, config.target_width, config.target_depth)
+    return TargetSpec(config.target_model, config.target_epochs, config.target_width, config.target_depth,
+                      config.target_augment, config.target_steps)
 
 
 def require_images(release: Release) -> None:
@@ -68,7 +107,7 @@ def target_model(release: Release, dataset: Dataset, spec: TargetSpec, ctx: RunC
     key = (release_digest(release), dataset.fingerprint, spec, int(seed), str(ctx.device))
     model = _TARGET_CACHE.get(key)
     if model is None:
-        model = train_on_release(release, dataset, spec.model, seed, spec.utility_config(), ctx)
+        model = train_on_release(release, dataset, spec.model, seed, spec.utility_config(len(release)), ctx)
         if keep:
             _TARGET_CACHE.clear()  # one model at a time: the next attack of this run is the one that reuses it
             _TARGET_CACHE[key] = model

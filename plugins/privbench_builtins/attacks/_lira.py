@@ -114,20 +114,3 @@ def offline_scores(target_phi: np.ndarray, fit_out: GaussianFit) -> np.ndarray:
 def _as_2d(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x[:, None] if x.ndim == 1 else x
-
-
-def balanced_assignment(candidates: int, shadows: int, seed: int) -> np.ndarray:
-    """shadows x candidates booleans: each candidate IN exactly half of the shadows, chosen at random.
-
-    Every candidate gets both IN and OUT shadows (the online attack needs both),
-    and each shadow's private set is a random half of the population. With an
-    odd number of shadows a random half of the candidates is IN one more time.
-    """
-    if shadows < 2:
-        raise ValueError("LiRA needs at least two shadow models (one IN and one OUT per candidate)")
-    rng = np.random.default_rng(seed)
-    ranks = rng.random((shadows, candidates)).argsort(axis=0).argsort(axis=0)
-    quota = np.full(candidates, shadows // 2)
-    if shadows % 2:
-        quota += rng.random(candidates) < 0.5
-    return ranks < quota[None, :]

@@ -58,3 +58,21 @@ def near_copy_flags(values: list[torch.Tensor], threshold: float, higher_is_bett
     stacked = torch.stack([v.double() for v in values])
     best = stacked.max(0).values if higher_is_better else stacked.min(0).values
     return best >= threshold if higher_is_better else best <= threshold
+
+
+def verbatim_row(pixel_distance: torch.Tensor, values: int, threshold_rms: float):
+    """The fraction of released images that are copies of a private image (RMS distance within the
+    duplicate threshold, or byte-identical when it is 0), with its exact binomial interval."""
+    from privbench.api import ResultRow
+    from privbench.stats import exact_rate_ci
+
+    rms = pixel_distance.double() / values**0.5
+    limit = max(threshold_rms, 1e-7)  # float32 pixels: identical images differ by rounding at most
+    count = int((rms <= limit).sum())
+    checked = int(rms.numel())
+    ci = exact_rate_ci(count, checked)
+    detail = {"verbatim": count, "released_checked": checked, "threshold_rms": threshold_rms,
+              "rule": f"RMS pixel distance to the nearest private image <= {threshold_rms:g} (pixels in [0, 1])",
+              "ci_method": "exact binomial (Clopper-Pearson)"}
+    return ResultRow("memorisation.verbatim", ci.value, ci.ci_low, ci.ci_high, checked, True, detail=detail,
+                     game="release")

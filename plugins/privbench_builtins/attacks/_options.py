@@ -18,3 +18,5 @@ def check_target_fields(config: Any) -> None:
         raise ValueError(f"target_model must be one of {', '.join(TARGET_MODELS)}, got {config.target_model!r}")
     if config.target_epochs < 1 or config.target_width < 1 or config.target_depth < 1:
         raise ValueError("target_epochs, target_width and target_depth must be at least 1")
+    if config.target_steps < 0:
+        raise ValueError(f"target_steps must be 0 (train for target_epochs) or positive, got {config.target_steps}")

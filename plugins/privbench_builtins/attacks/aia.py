@@ -1,4 +1,4 @@
-"""``aia``: attribute inference. Does the released model help infer a patient's sensitive attribute?
+"""``aia``: attribute inference. Does the release let an attacker infer a patient's sensitive attribute?
 
 The attacker holds a partial record of a patient (the image with a region
 masked, or downsampled) and query access to the model trained on the release,
@@ -6,25 +6,34 @@ and predicts a sensitive attribute: a dataset attribute column where the data
 has one (``attribute`` picks it), otherwise the diagnosis label. The attack
 model (scikit-learn: standardised features, then logistic regression or a
 small MLP) is fitted on auxiliary non-member data with known attributes (half
-of the val split) and scored on members (the private training images):
+of the val split) and scored on members (the private training images) and on
+non-member controls (the other half of the val split), as many per attribute
+value, none a copy of a training image:
 
+* leakage, in the sense of Anonymeter (Giomi et al. 2023): the attack's
+  success rate on members against its success rate on the controls,
+  ``success.members`` and ``success.controls`` (exact CIs), and the risk
+  ``(r_members - r_controls) / (1 - r_controls)`` (``risk``, bootstrap CI).
+  An attack that infers the attribute as well for people outside the private
+  set learnt something general from the release (its utility), not something
+  about its patients;
 * ``with_model.*``: features of the partial record plus the target model's
-  log-probabilities on it;
-* ``control.*``: the same attacker without the release: the partial record
+  log-probabilities on it (``with_model.auc`` on members: the paper's
+  figure; ``with_model.control_auc`` on the controls);
+* ``baseline.*``: the same attacker without the release: the partial record
   plus the outputs of an untrained network of the target's architecture (a
-  placebo with as many numbers, learnt from nothing), so the difference is
-  what training on the release adds, not a few extra nonlinear features;
-* ``gain.auc``: with_model minus control AUC on the same members (paired
-  bootstrap): what the release adds;
-* ``*.nonmember_auc``: the same attackers scored on held-out non-members
-  (half of the val split, see ``holdout``). Where the model helps members and
-  non-members alike it is
-  generalisation (the model is useful); only a with_model AUC on members above
-  the non-member one is leakage specific to the patients in the private set.
+  placebo with as many numbers, learnt from nothing); ``gain.auc``:
+  with_model minus baseline AUC on the same members (paired bootstrap), what
+  the release adds to the attacker.
+
+When the attribute is the diagnosis label itself, the attack is the released
+model doing its job on a partial image: its figures mix utility with leakage,
+and the rows say so (``detail.mixes_utility``); the risk row is the part
+specific to members.
 
 AUC is one-vs-rest, macro-averaged over the attribute's values when there are
-more than two; balanced accuracy predicts the most probable value (no
-threshold to choose).
+more than two; balanced accuracy and success predict the most probable value
+(no threshold to choose).
 """
 
 from __future__ import annotations
@@ -51,14 +60,15 @@ class AIAConfig:
     the attack model block-averaged to at most this many pixels per side.
     ``attack_model``: ``logistic`` (regularised logistic regression, robust on
     a few hundred auxiliary records) or ``mlp`` (one hidden layer of 64).
-    ``holdout``: the non-members the attackers are also scored on:
-    ``val_half`` (default) fits the attacker on half of the val split and
-    scores the other half, both from the training split's distribution;
-    ``test`` fits on all of val and scores the test split, which on MedMNIST
-    comes from another source, so a gap there may be distribution shift.
+    ``holdout``: the non-member controls: ``val_half`` (default) fits the
+    attacker on half of the val split and scores the other half, both from
+    the training split's distribution; ``test`` fits on all of val and scores
+    the test split, which on MedMNIST comes from another source, so a gap
+    there may be distribution shift. ``duplicate_rms``: auxiliary records and
+    controls within this RMS pixel distance of a training image are left out.
     ``max_members`` / ``max_nonmembers``: seeded caps on the patients scored
-    (0 = all). ``target_*``: the target model of the utility protocol (see
-    ``mia``). ``resamples``: bootstrap resamples per CI.
+    (0 = all). ``target_*``: the target model's recipe (see ``mia``).
+    ``resamples``: bootstrap resamples per CI.
     """
 
     attribute: str = ""
@@ -69,12 +79,15 @@ class AIAConfig:
     feature_side: int = 16
     attack_model: Literal["logistic", "mlp"] = "logistic"
     holdout: Literal["val_half", "test"] = "val_half"
+    duplicate_rms: float = 0.01
     max_members: int = 2000
     max_nonmembers: int = 2000
     target_model: str = "convnet"
     target_epochs: int = 1000
+    target_steps: int = 0
     target_width: int = 128
     target_depth: int = 3
+    target_augment: bool = True
     resamples: int = 1000
 
     def __post_init__(self) -> None:
@@ -86,6 +99,8 @@ class AIAConfig:
             raise ValueError("downsample_factor must be at least 2 and feature_side at least 1")
         if self.max_members < 0 or self.max_nonmembers < 0 or self.resamples < 0:
             raise ValueError("max_members, max_nonmembers and resamples must not be negative")
+        if not 0 <= self.duplicate_rms < 1:
+            raise ValueError(f"duplicate_rms must lie in [0, 1), got {self.duplicate_rms}")
         check_target_fields(self)
 
 
@@ -105,26 +120,28 @@ def attribute_values(split, name: str):
     return split.labels if name == LABEL else split.attributes[name].long().reshape(-1)
 
 
-def auxiliary_and_held_out(dataset, attribute: str, holdout: str, seed: int):
-    """The attacker's auxiliary records, and the non-members its AUC is compared on.
+def auxiliary_and_held_out(dataset, attribute: str, holdout: str, seed: int, kept: dict):
+    """The attacker's auxiliary records, and the non-member controls, none a copy of a training image.
 
-    ``val_half``: val split in two halves, each holding half of every attribute
-    value (seeded); the attacker fits on one, the other is scored. Both halves
-    come from the training split's distribution. ``test``: all of val to fit,
-    the test split to score.
+    ``val_half``: the val split in two halves, each holding half of every
+    attribute value (seeded); the attacker fits on one, the other is scored.
+    Both halves come from the training split's distribution. ``test``: all of
+    val to fit, the test split to score. ``kept`` maps a split to the rows
+    that are not copies of a training image.
     """
     import numpy as np
     import torch
 
+    val = dataset.val.subset(torch.from_numpy(kept["val"]))
     if holdout == "test":
-        return dataset.val, dataset.test, "test split"
-    values = attribute_values(dataset.val, attribute).numpy()
+        return val, dataset.test.subset(torch.from_numpy(kept["test"])), "test split"
+    values = attribute_values(val, attribute).numpy()
     rng = np.random.default_rng(seed)
     first = np.zeros(values.size, dtype=bool)
     for value in np.unique(values):
         index = rng.permutation(np.flatnonzero(values == value))
         first[index[: (index.size + 1) // 2]] = True
-    return (dataset.val.subset(torch.from_numpy(first)), dataset.val.subset(torch.from_numpy(~first)),
+    return (val.subset(torch.from_numpy(first)), val.subset(torch.from_numpy(~first)),
             "the other half of the val split")
 
 
@@ -132,21 +149,24 @@ def attribute_auc(y, proba, classes) -> float:
     """ROC AUC of predicted attribute probabilities: binary, or one-vs-rest macro over the values present."""
     import numpy as np
 
-    from privbench_builtins.attacks._roc import RocCurves
+    from privbench_builtins.attacks._roc import rank_aucs
 
     y = np.asarray(y)
     proba = np.asarray(proba)
-    aucs = []
-    pairs = [(1, classes[1])] if len(classes) == 2 else list(enumerate(classes))
-    for k, value in pairs:
-        positive = (y == value).astype(np.int64)
-        if 0 < positive.sum() < y.size:
-            aucs.append(RocCurves().auc(positive, proba[:, k]))
-    return float(np.mean(aucs)) if aucs else float("nan")
+    columns = [1] if len(classes) == 2 else list(range(len(classes)))
+    positive = y[:, None] == np.asarray(classes)[columns][None, :]
+    aucs = rank_aucs(positive, proba[:, columns])
+    aucs = aucs[np.isfinite(aucs)]  # a value absent from the sample has no AUC
+    return float(aucs.mean()) if aucs.size else float("nan")
+
+
+MEASURES = ("with_model.auc", "baseline.auc", "with_model.balanced_accuracy", "baseline.balanced_accuracy",
+            "gain.auc", "with_model.control_auc", "baseline.control_auc", "success.members", "success.controls",
+            "risk")
 
 
 class AttributeInference(Attack):
-    """Attribute inference from a partial record, with and without the released model (control)."""
+    """Attribute inference from a partial record: members against controls (risk), with and without the model."""
 
     name = "aia"
     Config = AIAConfig
@@ -158,16 +178,22 @@ class AttributeInference(Attack):
         from privbench.training import predict_logits
         from privbench_builtins.attacks import _common as common
         from privbench_builtins.attacks import _partial
+        from privbench_builtins.attacks._population import build_population
 
         common.require_images(target.release)
         dataset = target.dataset
         attribute = resolve_attribute(dataset, config.attribute)
+        splits = ["val", "test"] if config.holdout == "test" else ["val"]
+        population = build_population(dataset, splits, config.duplicate_rms, ctx)
+        kept = {s: population.split_index[population.source == s] for s in splits}
         aux, held_out, held_out_name = auxiliary_and_held_out(dataset, attribute, config.holdout,
-                                                               common.seed_for(ctx, "aia", "holdout"))
+                                                               common.seed_for(ctx, "aia", "holdout"), kept)
         members = target.members.subset(
             common.sample_index(len(target.members), config.max_members, common.seed_for(ctx, "aia", "members")))
-        nonmembers = held_out.subset(
-            common.sample_index(len(held_out), config.max_nonmembers, common.seed_for(ctx, "aia", "nonmembers")))
+        m_idx, c_idx = common.matched_candidates(attribute_values(members, attribute),
+                                                 attribute_values(held_out, attribute), 0, config.max_nonmembers,
+                                                 common.seed_for(ctx, "aia", "controls"))
+        matched, controls = members.subset(m_idx), held_out.subset(c_idx)
         fill = aux.images.mean(dim=(0, 2, 3))
 
         def partial(images):
@@ -178,37 +204,44 @@ class AttributeInference(Attack):
         spec = common.target_spec(config)
         model = common.target_model(target.release, dataset, spec, ctx)
         placebo = _partial.untrained_like(spec, dataset, aux.images, common.seed_for(ctx, "aia", "placebo"), ctx)
+        groups = {"aux": aux, "members": members, "matched": matched, "controls": controls}
         features = {}
-        for key, split in (("aux", aux), ("members", members), ("nonmembers", nonmembers)):
+        for key, split in groups.items():
             record = partial(split.images)
             pixels = _partial.pixel_features(record, config.feature_side)
             outputs = predict_logits(model, record, ctx).log_softmax(1)
             untrained = predict_logits(placebo, record, ctx).log_softmax(1)
-            features[key] = {"control": torch.cat([pixels, untrained], 1).double().numpy(),
+            features[key] = {"baseline": torch.cat([pixels, untrained], 1).double().numpy(),
                              "with_model": torch.cat([pixels, outputs], 1).double().numpy()}
-        y = {"aux": attribute_values(aux, attribute).numpy(), "members": attribute_values(members, attribute).numpy(),
-             "nonmembers": attribute_values(nonmembers, attribute).numpy()}
+        y = {k: attribute_values(split, attribute).numpy() for k, split in groups.items()}
         classes = np.unique(y["aux"])
         where = {
             "attribute": attribute,
+            "mixes_utility": attribute == LABEL,
             "partial_record": (f"mask {config.mask_region} {config.mask_fraction:g} of the area"
                                if config.partial == "mask" else f"downsampled x{config.downsample_factor}"),
             "attack_model": config.attack_model,
             "auxiliary": f"{dataset.name} val split{', one half' if config.holdout == 'val_half' else ''} "
                          f"({len(aux)} non-members)",
-            "nonmembers_scored_from": held_out_name,
+            "controls_from": held_out_name,
+            "controls_removed_as_copies_of_training_images":
+                population.facts["nonmembers_removed_as_copies_of_training_images"],
             "attribute_values": [int(c) for c in classes],
+            "target_recipe": spec.recipe(len(target.release)),
         }
-        measures = ["with_model.auc", "control.auc", "with_model.balanced_accuracy", "control.balanced_accuracy",
-                    "gain.auc", "with_model.nonmember_auc", "control.nonmember_auc"]
+        if attribute == LABEL:
+            where["note"] = ("the attribute is the diagnosis label: inferring it from a partial image is what the "
+                             "released model is for, so these figures mix utility with leakage; the risk (members "
+                             "against controls) is the part specific to the private set")
+        ctx.record("aia", {k: v for k, v in where.items() if k != "note"})
         if classes.size < 2:
             reason = f"the auxiliary data holds only one value of {attribute!r}"
-            return [ResultRow.unavailable(m, reason, higher_is_better=True) for m in measures]
+            return [ResultRow.unavailable(m, reason, higher_is_better=True, game="release") for m in MEASURES]
         proba = {}
-        for side in ("with_model", "control"):
+        for side in ("with_model", "baseline"):
             clf = self._attack_model(config, common.seed_for(ctx, "aia", side))
             clf.fit(features["aux"][side], y["aux"])
-            proba[side] = {k: clf.predict_proba(features[k][side]) for k in ("members", "nonmembers")}
+            proba[side] = {k: clf.predict_proba(features[k][side]) for k in ("members", "matched", "controls")}
         return self._rows(y, proba, classes, where, config, common.seed_for(ctx, "aia", "bootstrap"))
 
     @staticmethod
@@ -227,44 +260,9 @@ class AttributeInference(Attack):
 
     @staticmethod
     def _rows(y, proba, classes, where, config, seed) -> list[ResultRow]:
-        import math
-        import warnings
+        from privbench_builtins.attacks._aia_rows import attribute_rows
 
-        import numpy as np
-        from sklearn.metrics import balanced_accuracy_score
-
-        def auc(yy, pp):
-            return attribute_auc(yy, pp, classes)
-
-        def bal(yy, pp):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # a value never predicted is not an error here
-                return float(balanced_accuracy_score(yy, classes[np.argmax(pp, axis=1)]))
-
-        def gain(yy, p_model, p_control):
-            return auc(yy, p_model) - auc(yy, p_control)
-
-        rows = []
-        counts = {"members": int(y["members"].size), "nonmembers": int(y["nonmembers"].size)}
-
-        def boot(measure, fn, *arrays, group="members", higher=True):
-            row = ResultRow.bootstrap(measure, fn, *arrays, higher_is_better=higher, strata=y[group],
-                                      resamples=config.resamples, seed=seed, detail={**where, **counts,
-                                                                                      "scored_on": group})
-            if row.value is None or not math.isfinite(row.value):
-                return ResultRow.unavailable(measure, f"undefined: the {group} hold fewer than two values of "
-                                             f"{where['attribute']!r}", higher_is_better=higher)
-            return row
-
-        for side in ("with_model", "control"):
-            rows.append(boot(f"{side}.auc", auc, y["members"], proba[side]["members"]))
-        for side in ("with_model", "control"):
-            rows.append(boot(f"{side}.balanced_accuracy", bal, y["members"], proba[side]["members"]))
-        rows.append(boot("gain.auc", gain, y["members"], proba["with_model"]["members"], proba["control"]["members"]))
-        for side in ("with_model", "control"):
-            rows.append(boot(f"{side}.nonmember_auc", auc, y["nonmembers"], proba[side]["nonmembers"],
-                             group="nonmembers"))
-        return rows
+        return attribute_rows(y, proba, classes, where, config, seed)
 
 
 @hookimpl
