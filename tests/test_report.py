@@ -14,7 +14,7 @@ from privbench.report import write_report
 from privbench.results import RunInfo, result_records, run_record, write_results, write_runs
 
 
-def _rows_for(method, ipc, auc, ssim, acc):
+def _rows_for(method, ipc, auc, ssim, acc, verbatim=0, confounded_loss=False):
     info = dict(dataset="digits", dataset_fingerprint="f" * 64, release_method=method, release_ipc=ipc,
                 release_seed=0, device="cpu")
     utility = RunInfo(job=f"utility {method}", task="utility", evaluator="convnet", **info)
@@ -23,14 +23,33 @@ def _rows_for(method, ipc, auc, ssim, acc):
     ae = RunInfo(job=f"ae {method}", task="audit", evaluator="autoencoder", **info)
     third = RunInfo(job=f"third {method}", task="audit", evaluator="nn-distance", plugin_package="privbench-coreset",
                     **info)
+    recipe = {"target_recipe": {"optimiser_steps": 300}}
+    tpr = {"true_positives": int(auc * 30), "members": 600, "fpr_achieved": 0.0093, **recipe}
     records = result_records(utility, [ResultRow("balanced_accuracy", acc, acc - 0.02, acc + 0.02, 3, True),
                                        ResultRow("accuracy", acc, acc - 0.02, acc + 0.02, 3, True)])
-    records += result_records(mia, [ResultRow("loss.auc", auc, auc - 0.03, auc + 0.03, 600, True),
-                                    ResultRow("lira_online.tpr_at_fpr_0.01", auc / 20, 0.0, auc / 10, 600, True),
-                                    ResultRow("lira_online.auc", auc, auc - 0.03, auc + 0.03, 600, True)])
-    records += result_records(aia, [ResultRow("with_model.auc", 0.7, 0.65, 0.75, 500, True),
-                                    ResultRow("control.auc", 0.69, 0.64, 0.74, 500, True)])
+    records += result_records(mia, [
+        ResultRow("loss.auc", auc + 0.2, auc + 0.15, auc + 0.25, 1200, True, detail={**recipe,
+                  "confounded": confounded_loss}, game="release"),
+        ResultRow("loss.auc", 0.7 if confounded_loss else 0.5, 0.65 if confounded_loss else 0.45, 0.75 if
+                  confounded_loss else 0.55, 600, True, subset="null", game="release"),
+        ResultRow("lira_online.tpr_at_fpr_0.01", auc / 20, 0.0, auc / 10, 1200, True, detail=tpr, game="release"),
+        ResultRow("lira_online.auc", auc, auc - 0.03, auc + 0.03, 1200, True, detail=recipe, game="release"),
+        ResultRow.insufficient("lira_online.tpr_at_fpr_0.001", "1200 non-members cannot resolve an FPR of 0.001",
+                               n=1200, higher_is_better=True, game="release"),
+        ResultRow("rmia.auc", auc - 0.01, auc - 0.04, auc + 0.02, 8000, True,
+                  detail={**recipe, "targets": 8, "mean_over_targets": auc, "min_over_targets": auc - 0.05,
+                          "max_over_targets": auc + 0.05, "pooled_targets": 8}, game="method")])
+    records += result_records(aia, [ResultRow("with_model.auc", 0.7, 0.65, 0.75, 500, True,
+                                              detail={"mixes_utility": True}, game="release"),
+                                    ResultRow("baseline.auc", 0.69, 0.64, 0.74, 500, True, game="release"),
+                                    ResultRow("risk", 0.01, -0.05, 0.07, 400, True, detail={"mixes_utility": True},
+                                              game="release")])
     records += result_records(ae, [ResultRow("reconstruction.ssim", ssim, ssim - 0.01, ssim + 0.01, 500, True),
+                                   ResultRow("reconstruction_gap.ssim", 0.002, -0.004, 0.008, 1000, True,
+                                             game="release"),
+                                   ResultRow("memorisation.verbatim", verbatim / 20, 0 if not verbatim else 0.8,
+                                             0.17 if not verbatim else 1.0, 20, True,
+                                             detail={"verbatim": verbatim, "released_checked": 20}, game="release"),
                                    ResultRow.unavailable("reconstruction.lpips", "weights missing")])
     records += result_records(third, [ResultRow("auc", 0.61, 0.58, 0.64, 900, True)])
     return records, [run_record(i) for i in (utility, mia, aia, ae, third)]
@@ -39,8 +58,10 @@ def _rows_for(method, ipc, auc, ssim, acc):
 @pytest.fixture
 def results(tmp_path):
     records, runs = [], []
-    for method, ipc, auc, ssim, acc in (("original", None, 0.9, 0.97, 0.95), ("dm", 10, 0.55, 0.80, 0.93)):
-        r, u = _rows_for(method, ipc, auc, ssim, acc)
+    for method, ipc, auc, ssim, acc, verbatim, confounded in (("original", None, 0.9, 0.97, 0.95, 20, False),
+                                                              ("random", 10, 0.51, 0.9, 0.9, 20, False),
+                                                              ("dm", 10, 0.55, 0.80, 0.93, 0, True)):
+        r, u = _rows_for(method, ipc, auc, ssim, acc, verbatim, confounded)
         records += r
         runs += u
     write_results(tmp_path / "results.parquet", records)
@@ -52,15 +73,37 @@ def test_report_has_the_papers_tables_figures_and_summary(results, tmp_path):
     html_path = write_report(results, tmp_path / "report", runs_path=results.parent / "runs.parquet")
     html = html_path.read_text()
     for needle in ("Table 1: utility", "Table 2: membership", "dm ipc=10", "original", "95.0 [93.0, 97.0]",
-                   "AUC, control (no model)", "weights missing", "nn-distance", "privbench-coreset"):
+                   "AUC, baseline (untrained network)", "weights missing", "nn-distance", "privbench-coreset",
+                   "AUC: RMIA", "insufficient", "confounded", "8 targets: mean", "risk (Anonymeter)",
+                   "mixes the release&#x27;s utility with leakage", "SSIM gap"):
         assert needle in html, needle
-    assert "dm ipc=10 is best" in html  # summary: lowest membership AUC
+    summary = html[html.index("<h2>Summary</h2>"):html.index("Table 1: utility")]
+    # the verdict leads with the copies, then the exposed members, then the AUC ranking
+    assert summary.index("Private images in the release") < summary.index("Members exposed") < summary.index(
+        "Membership privacy")
+    assert "20 of 20 released images verbatim" in summary
+    # random's AUC is lowest, but it publishes patients' images: never best
+    assert "random ipc=10 is best" not in summary and "not ranked: original, random ipc=10" in summary
+    assert "dm ipc=10 (release game) is the only release without private images in it" in summary
+    # dm's loss attack is confounded: it is named so, and it is not its strongest attack
+    assert "loss confounded" in summary
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
     assert len(images) >= 2  # SSIM bar chart and the privacy-utility plot, inlined
     assert all(base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n" for img in images)
     assert "http://" not in html and "https://" not in html  # opens offline
     assert (tmp_path / "report" / "figures" / "metric_ssim.png").is_file()
     assert (tmp_path / "report" / "figures" / "privacy_utility.png").is_file()
+
+
+def test_the_strongest_attack_is_never_a_confounded_one(results):
+    from privbench.report.tables import best_mia, index
+    from privbench.results import read_records
+
+    idx = index(read_records(results))
+    variant, cell = best_mia(idx, "digits", "dm ipc=10", "auc", "release")
+    assert variant == "lira_online" and cell.value == pytest.approx(0.55)  # loss (0.75) is confounded
+    variant, _ = best_mia(idx, "digits", "original", "auc", "release")
+    assert variant == "loss"
 
 
 def test_private_figures_only_when_public_or_asked(results, tmp_path):

@@ -19,6 +19,7 @@ from privbench.report import html as H
 from privbench.report.figures import metric_bar_charts, privacy_utility_plot
 from privbench.report.summary import dataset_summaries
 from privbench.report.tables import (
+    MIA_VARIANTS,
     Cell,
     evaluator_tables,
     metric_names,
@@ -91,33 +92,92 @@ def _n_td(*cells: Cell) -> str:
 
 
 def _mia_section(records: list[dict[str, Any]]) -> str:
-    rows = [r for r in privacy_table(records) if any(
-        r[k].value is not None for k in ("mia_loss_auc", "mia_lira_online_auc", "mia_lira_offline_auc",
-                                          "mia_release_distance_auc"))]
+    rows = [r for r in privacy_table(records) if any(r[f"mia_{v}_auc"].value is not None for v in MIA_VARIANTS)]
     if not rows:
         return "<p class='note'>No membership inference results.</p>"
     body = []
     for r in rows:
+        aucs = [H.cell_td(r[f"mia_{v}_auc"], note="confounded" if r[f"mia_{v}_auc"].confounded else "")
+                for v in MIA_VARIANTS]
+        spread = ""
+        first = next((r[f"mia_{v}_auc"] for v in MIA_VARIANTS if r[f"mia_{v}_auc"].value is not None), None)
+        if first is not None and first.detail.get("targets"):
+            spread = (f"{first.detail['targets']} targets: mean {first.detail['mean_over_targets']:.3f}, "
+                      f"{first.detail['min_over_targets']:.3f}-{first.detail['max_over_targets']:.3f}")
         body.append([
-            f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>",
-            H.cell_td(r["mia_loss_auc"]), H.cell_td(r["mia_lira_online_auc"]), H.cell_td(r["mia_lira_offline_auc"]),
-            H.cell_td(r["mia_release_distance_auc"]),
+            f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", f"<td>{H.esc(r['game'])}</td>",
+            *aucs,
             H.cell_td(r["mia_tpr_1"], True, note=r["mia_tpr_1_variant"].replace("_", " ")),
-            H.cell_td(r["mia_tpr_01"], True), _n_td(r["mia_loss_auc"], r["mia_tpr_1"]),
+            H.cell_td(r["mia_tpr_01"], True), H.cell_td(r["mia_null_auc"]),
+            f"<td>{H.esc(spread)}</td>", f"<td class='num'>{H.esc(r['mia_steps'])}</td>",
+            _n_td(r["mia_loss_auc"], r["mia_tpr_1"]),
         ])
-    headers = ["dataset", "release", "AUC: loss", "AUC: LiRA online", "AUC: LiRA offline", "AUC: release distance",
-               "TPR % at 1% FPR (strongest attack)", "TPR % at 0.1% FPR (same attack)", "n"]
+    headers = ["dataset", "release", "game", "AUC: loss", "AUC: LiRA offline", "AUC: LiRA online", "AUC: RMIA",
+               "AUC: release distance", "TPR % at 1% FPR (strongest attack, exact CI)",
+               "TPR % at 0.1% FPR (same attack)", "null control AUC (same attack)",
+               "spread over targets (first attack's AUC)", "target optimiser steps", "n"]
     return H.table(headers, body)
 
 
 def _aia_section(records: list[dict[str, Any]]) -> str:
-    rows = [r for r in privacy_table(records) if r["aia_auc"].value is not None or r["aia_control_auc"].value is not None]
-    if not rows:
+    rows = [r for r in privacy_table(records) if r["aia_auc"].value is not None or r["aia_risk"].value is not None]
+    seen, body, mixes = set(), [], False
+    for r in rows:
+        if (r["dataset"], r["release"]) in seen:
+            continue
+        seen.add((r["dataset"], r["release"]))
+        mixes = mixes or bool(r["aia_auc"].detail.get("mixes_utility"))
+        body.append([f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", H.cell_td(r["aia_auc"]),
+                     H.cell_td(r["aia_baseline_auc"]), H.cell_td(r["aia_members"], True),
+                     H.cell_td(r["aia_controls"], True), H.cell_td(r["aia_risk"]), _n_td(r["aia_auc"])])
+    if not body:
         return "<p class='note'>No attribute inference results.</p>"
-    body = [[f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", H.cell_td(r["aia_auc"]),
-             H.cell_td(r["aia_control_auc"]), _n_td(r["aia_auc"])] for r in rows]
-    return H.table(["dataset", "release", "AUC with the released model", "AUC, control (no model)",
-                    "n (members scored)"], body)
+    note = ("<p class='note'>The attribute here is the diagnosis label itself: inferring it from a partial image is "
+            "what the released model is for, so the AUC columns mix the release's utility with leakage. The risk "
+            "(members against non-member controls) is the part specific to the private set.</p>" if mixes else "")
+    return note + H.table(["dataset", "release", "AUC with the released model", "AUC, baseline (untrained network)",
+                           "success % on members", "success % on controls", "risk (Anonymeter) [95% CI]",
+                           "n (members scored)"], body)
+
+
+def _reconstruction_contrast(records: list[dict[str, Any]]) -> str:
+    from privbench.report.tables import cell, index, metric_names, releases_by_dataset
+
+    names = metric_names(records, "reconstruction_gap.")
+    if not names:
+        return ""
+    idx = index(records)
+    body = []
+    for dataset, releases in releases_by_dataset(records).items():
+        for release in releases:
+            gaps = [cell(idx, dataset, release, "autoencoder", f"reconstruction_gap.{m}") for m in names]
+            if all(g.value is None for g in gaps):
+                continue
+            auc = cell(idx, dataset, release, "autoencoder", "reconstruction_mia.auc")
+            null = cell(idx, dataset, release, "autoencoder", "reconstruction_mia.auc", "null")
+            body.append([f"<td>{H.esc(dataset)}</td>", f"<td>{H.esc(release)}</td>"]
+                        + [H.cell_td(g, note="confounded" if g.confounded else "") for g in gaps]
+                        + [H.cell_td(auc, note="confounded" if auc.confounded else ""), H.cell_td(null), _n_td(auc)])
+    if not body:
+        return ""
+    return ("<p class='note'>Leakage is the contrast: members minus non-members (as many per class, no copy of a "
+            "training image). A gap whose interval contains 0 means the autoencoder reconstructs anyone's image as "
+            "well as a patient's. The membership AUC scores minus the reconstruction error; the null control is an "
+            "autoencoder on a release made without the scored training images.</p>"
+            + H.table(["dataset", "release"] + [f"{m.upper()} gap" for m in names]
+                      + ["membership AUC (reconstruction error)", "null control AUC", "n"], body))
+
+
+def _provenance_note(records: list[dict[str, Any]]) -> str:
+    from privbench.report.tables import Cell
+
+    absent = sorted({release_label(r) for r in records if r["evaluator"] in ("mia", "autoencoder")
+                     and Cell.of(r).detail.get("release_provenance") == "absent"})
+    if not absent:
+        return ""
+    return (f"<p class='private'>No provenance.private.json came with {H.esc(', '.join(absent))}: the members that "
+            "seeded the release could not be scored on their own, and the release's source could not be "
+            "checked.</p>")
 
 
 def _unavailable_note(records: list[dict[str, Any]]) -> str:
@@ -139,7 +199,7 @@ def _unavailable_note(records: list[dict[str, Any]]) -> str:
 
 def _metrics_section(records: list[dict[str, Any]], prefix: str, extra: dict[str, str] | None = None) -> str:
     """One row per release, one column per metric (plus ``extra``: measure -> header)."""
-    from privbench.report.tables import index, releases_by_dataset
+    from privbench.report.tables import cell, index, releases_by_dataset
 
     names = metric_names(records, prefix)
     if not names:
@@ -149,7 +209,7 @@ def _metrics_section(records: list[dict[str, Any]], prefix: str, extra: dict[str
     body = []
     for dataset, releases in releases_by_dataset([r for r in records if r["measure"].startswith(prefix)]).items():
         for release in releases:
-            get = lambda m: Cell.of(idx.get((dataset, release, "autoencoder", m, "all")))  # noqa: E731
+            get = lambda m: cell(idx, dataset, release, "autoencoder", m)  # noqa: E731
             body.append([f"<td>{H.esc(dataset)}</td>", f"<td>{H.esc(release)}</td>"]
                         + [H.cell_td(get(prefix + m)) for m in names]
                         + [H.cell_td(get(m), percent=True) for m in extra]
@@ -164,10 +224,11 @@ def _all_results_section(records: list[dict[str, Any]]) -> str:
         body = []
         for r in rows:
             body.append([f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(release_label(r, several))}</td>",
-                         f"<td>{H.esc(r['measure'])}</td>", f"<td>{H.esc(r.get('subset') or 'all')}</td>",
+                         f"<td>{H.esc(r.get('game') or '')}</td>", f"<td>{H.esc(r['measure'])}</td>", f"<td>{H.esc(r.get('subset') or 'all')}</td>",
                          H.cell_td(Cell.of(r)), f"<td class='num'>{r.get('n') or ''}</td>",
                          f"<td>{'higher' if r.get('higher_is_better') else ('lower' if r.get('higher_is_better') is False else '')}</td>"])
-        table = H.table(["dataset", "release", "measure", "subset", "value [95% CI]", "n", "better / closer"], body)
+        table = H.table(["dataset", "release", "game", "measure", "subset", "value [95% CI]", "n", "stronger attack / closer"],
+                        body)
         package = rows[0].get("plugin_package") or ""
         parts.append(f"<details><summary>{H.esc(task)}: {H.esc(evaluator)} "
                      f"({len(rows)} rows{', from ' + H.esc(package) if package else ''})</summary>{table}</details>")
@@ -225,20 +286,30 @@ def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = 
                  "test split (never used for model selection); mean over training seeds with a Student-t 95% CI."
                  "</p>" + _utility_section(records))
     parts.append("<h2>Table 2: membership and attribute inference</h2><p class='note'>Membership inference: AUC "
-                 "0.5 and a TPR equal to the FPR are chance. TPR at a low FPR shows whether a few patients are "
-                 "exposed even when the AUC looks harmless; the strongest attack at 1% FPR is named. n counts the "
-                 "candidates (members and non-members).</p>" + _mia_section(records))
-    parts.append("<p class='note'>Attribute inference: the attacker sees a partial record. The control attacker has "
-                 "no access to the released model: the gap between the two columns is what the release adds.</p>"
-                 + _aia_section(records))
+                 "0.5 and a TPR equal to the FPR are chance. The game is stated: <b>release</b> audits this one "
+                 "release (shadow pipelines drawn like it), <b>method</b> asks how private the method is on this "
+                 "data (pipelines on random halves of the pooled data, each in turn the target; values pooled over "
+                 "targets, their spread beside). Members and non-members have the same class mix in every row; "
+                 "non-members hold no copy of a training image. TPR at a low FPR shows whether a few patients are "
+                 "exposed even when the AUC looks harmless; it carries exact (Clopper-Pearson) intervals, and "
+                 "reads <i>insufficient</i> where the non-members are too few to resolve that FPR. The strongest "
+                 "attack is chosen among those whose null control (the attack on two groups the attacked "
+                 "pipeline never saw) contains 0.5; a <i>confounded</i> attack reads a difference between the "
+                 "splits, not membership. Compare rows only at equal target optimiser steps. n counts the "
+                 "candidates (members and non-members).</p>" + _provenance_note(records) + _mia_section(records))
+    parts.append("<p class='note'>Attribute inference: the attacker sees a partial record. Leakage is its success on "
+                 "members against its success on non-member controls (the Anonymeter risk); the baseline attacker "
+                 "has no access to the released model.</p>" + _aia_section(records))
     recon = _metrics_section(records, "reconstruction.")
     if recon:
         parts.append("<h2>Reconstruction attack: similarity of private images to their reconstructions</h2>"
                      "<p class='note'>SSIM, PSNR, NCC, FSIM: higher means a closer copy; LPIPS, EMD: lower means a "
-                     "closer copy.</p>" + recon + _unavailable_note(records))
+                     "closer copy. These are the members' levels (the paper's figures); what they leak is the "
+                     "contrast below.</p>" + recon + _unavailable_note(records) + _reconstruction_contrast(records))
         parts.append("<div class='figs'>" + "".join(
             H.image_tag(p, f"{p.stem.replace('metric_', '').upper()} by release (95% CI)") for p in metric_figs) + "</div>")
-    memo = _metrics_section(records, "memorisation.pixel.", {"memorisation.near_copies": "near-copies %"})
+    memo = _metrics_section(records, "memorisation.pixel.", {"memorisation.verbatim": "verbatim copies %",
+                                                              "memorisation.near_copies": "near-copies %"})
     if memo:
         parts.append("<h2>Memorisation: each released image against its nearest private image</h2>"
                      "<p class='note'>Nearest in pixel space. Near-copies: released images whose similarity to "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from privbench.report.tables import Cell, index, metric_names, releases_by_dataset
+from privbench.report.tables import Cell, cell, index, metric_names, releases_by_dataset
 
 DPI = 110
 
@@ -40,7 +40,7 @@ def metric_bar_charts(records: list[dict[str, Any]], out_dir: Path, prefix: str 
         width = 0.8 / max(1, len(by_dataset))
         plotted = False
         for k, dataset in enumerate(by_dataset):
-            cells = [Cell.of(idx.get((dataset, rel, "autoencoder", prefix + metric, "all"))) for rel in releases]
+            cells = [cell(idx, dataset, rel, "autoencoder", prefix + metric) for rel in releases]
             xs = [i + (k - (len(by_dataset) - 1) / 2) * width for i in range(len(releases))]
             values = [c.value if c.value is not None else 0.0 for c in cells]
             if any(c.value is not None for c in cells):
@@ -66,7 +66,7 @@ def metric_bar_charts(records: list[dict[str, Any]], out_dir: Path, prefix: str 
 
 
 def _utility_cell(idx: dict, dataset: str, release: str, model: str = "convnet") -> Cell:
-    return Cell.of(idx.get((dataset, release, model, "balanced_accuracy", "all")))
+    return cell(idx, dataset, release, model, "balanced_accuracy")
 
 
 def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path | None:
@@ -80,9 +80,10 @@ def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path |
         return None
     model = "convnet" if "convnet" in models else models[0]
     panels = [
-        ("MIA TPR at 1% FPR (strongest attack)", lambda d, r: best_mia(idx, d, r, "tpr_at_fpr_0.01")[1]),
-        ("MIA AUC (strongest attack)", lambda d, r: best_mia(idx, d, r, "auc")[1]),
-        ("Reconstruction SSIM", lambda d, r: Cell.of(idx.get((d, r, "autoencoder", "reconstruction.ssim", "all")))),
+        ("MIA TPR at 1% FPR (strongest unconfounded attack)", lambda d, r: best_mia(idx, d, r, "tpr_at_fpr_0.01")[1]),
+        ("MIA AUC (strongest unconfounded attack)", lambda d, r: best_mia(idx, d, r, "auc")[1]),
+        ("Reconstruction SSIM gap (members - non-members)",
+         lambda d, r: cell(idx, d, r, "autoencoder", "reconstruction_gap.ssim")),
     ]
     points = []
     for dataset, releases in releases_by_dataset(records).items():

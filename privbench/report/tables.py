@@ -5,20 +5,25 @@ party's rows appear in the per-evaluator tables at the end):
 
 * utility (task ``utility``, evaluator = model): ``accuracy``, ``balanced_accuracy``, ``roc_auc``;
 * ``mia``: ``<variant>.<statistic>`` for variants ``loss``, ``lira_offline``,
-  ``lira_online``, ``release_distance`` and statistics ``auc``,
-  ``balanced_accuracy``, ``tpr_at_fpr_0.01``, ``tpr_at_fpr_0.001``;
-* ``aia``: ``with_model.auc`` and ``control.auc``;
-* ``autoencoder``: ``reconstruction.<metric>``, ``memorisation.pixel.<metric>``,
-  ``memorisation.near_copies``.
+  ``lira_online``, ``rmia``, ``release_distance`` and statistics ``auc``,
+  ``balanced_accuracy``, ``tpr_at_fpr_0.01``, ``tpr_at_fpr_0.001``, in the
+  ``release`` or ``method`` game (the ``game`` column), with a ``null`` subset;
+* ``aia``: ``with_model.auc``, ``baseline.auc``, ``success.members``,
+  ``success.controls``, ``risk``;
+* ``autoencoder``: ``reconstruction.<metric>``, ``reconstruction_gap.<metric>``,
+  ``reconstruction_mia.auc``, ``memorisation.pixel.<metric>``,
+  ``memorisation.verbatim``, ``memorisation.near_copies``.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-MIA_VARIANTS = ("loss", "lira_offline", "lira_online", "release_distance")
+MIA_VARIANTS = ("loss", "lira_offline", "lira_online", "rmia", "release_distance")
+GAMES = ("release", "method")
 
 
 @dataclass
@@ -28,17 +33,32 @@ class Cell:
     ci_high: float | None = None
     n: int = 0
     status: str = "ok"
+    detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, record: dict[str, Any] | None) -> "Cell":
         if record is None:
             return cls(None, status="missing")
+        detail = record.get("detail") or {}
+        if isinstance(detail, str):
+            try:
+                detail = json.loads(detail) if detail else {}
+            except json.JSONDecodeError:
+                detail = {}
         return cls(record.get("value"), record.get("ci_low"), record.get("ci_high"), record.get("n") or 0,
-                   record.get("status") or "ok")
+                   record.get("status") or "ok", detail if isinstance(detail, dict) else {})
+
+    @property
+    def confounded(self) -> bool:
+        return bool(self.detail.get("confounded"))
+
+    @property
+    def reason(self) -> str:
+        return str(self.detail.get("reason") or "")
 
     def text(self, digits: int = 3, percent: bool = False) -> str:
-        if self.status == "unavailable":
-            return "unavailable"
+        if self.status in ("unavailable", "insufficient"):
+            return self.status
         if self.value is None:
             return "–"
         scale = 100 if percent else 1
@@ -52,6 +72,9 @@ class Cell:
         if None in (self.ci_low, self.ci_high, other.ci_low, other.ci_high):
             return True
         return not (self.ci_high < other.ci_low or other.ci_high < self.ci_low)
+
+    def excludes(self, value: float) -> bool:
+        return self.ci_low is not None and self.ci_high is not None and not self.ci_low <= value <= self.ci_high
 
 
 def release_label(r: dict[str, Any], with_seed: bool = False) -> str:
@@ -67,11 +90,38 @@ def several_seeds(records: list[dict[str, Any]]) -> bool:
     return len({r.get("release_seed") for r in records}) > 1
 
 
-def index(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
-    """(dataset, release, evaluator, measure, subset) -> record."""
+Index = dict
+
+
+def index(records: list[dict[str, Any]]) -> Index:
+    """(dataset, release, evaluator, measure, subset, game) -> record."""
     seeds = several_seeds(records)
-    return {(r["dataset"], release_label(r, seeds), r["evaluator"], r["measure"], r.get("subset") or "all"): r
-            for r in records}
+    return {(r["dataset"], release_label(r, seeds), r["evaluator"], r["measure"], r.get("subset") or "all",
+             r.get("game")): r for r in records}
+
+
+def lookup(idx: Index, dataset: str, release: str, evaluator: str, measure: str, subset: str = "all",
+           game: str | None = "any") -> dict[str, Any] | None:
+    """The record for one number; ``game="any"`` takes it from whichever game (or none) has it."""
+    if game != "any":
+        return idx.get((dataset, release, evaluator, measure, subset, game))
+    for g in (None, "release", "method"):
+        found = idx.get((dataset, release, evaluator, measure, subset, g))
+        if found is not None:
+            return found
+    return None
+
+
+def cell(idx: Index, dataset: str, release: str, evaluator: str, measure: str, subset: str = "all",
+         game: str | None = "any") -> Cell:
+    return Cell.of(lookup(idx, dataset, release, evaluator, measure, subset, game))
+
+
+def games_of(records: list[dict[str, Any]], dataset: str, release: str, evaluator: str = "mia") -> list[str]:
+    seeds = several_seeds(records)
+    found = {r.get("game") for r in records if r["dataset"] == dataset and r["evaluator"] == evaluator
+             and release_label(r, seeds) == release}
+    return [g for g in GAMES if g in found] + sorted(g for g in found if g not in GAMES and g is not None)
 
 
 def releases_by_dataset(records: list[dict[str, Any]]) -> "OrderedDict[str, list[str]]":
@@ -93,49 +143,74 @@ def utility_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for dataset, releases in releases_by_dataset(records).items():
         for release in releases:
             for model in models:
-                cells = {m: Cell.of(idx.get((dataset, release, model, m, "all")))
-                         for m in ("accuracy", "balanced_accuracy", "roc_auc")}
+                cells = {m: cell(idx, dataset, release, model, m) for m in ("accuracy", "balanced_accuracy", "roc_auc")}
                 if all(c.status == "missing" for c in cells.values()):
                     continue
                 rows.append({"dataset": dataset, "release": release, "model": model, **cells})
     return rows
 
 
-def best_mia(idx: dict, dataset: str, release: str, statistic: str) -> tuple[str | None, Cell]:
-    """The strongest MIA variant by a statistic (the auditor's worst case)."""
+def best_mia(idx: Index, dataset: str, release: str, statistic: str, game: str | None = "any",
+             subset: str = "all") -> tuple[str | None, Cell]:
+    """The strongest membership attack by a statistic (the auditor's worst case), never a confounded one."""
     best: tuple[str | None, Cell] = (None, Cell(None, status="missing"))
     for variant in MIA_VARIANTS:
-        cell = Cell.of(idx.get((dataset, release, "mia", f"{variant}.{statistic}", "all")))
-        if cell.value is not None and (best[1].value is None or cell.value > best[1].value):
-            best = (variant, cell)
+        c = cell(idx, dataset, release, "mia", f"{variant}.{statistic}", subset, game)
+        if c.value is None or c.confounded:
+            continue
+        if best[1].value is None or c.value > best[1].value:
+            best = (variant, c)
+    if best[0] is None:  # nothing resolvable: say why, from the first attack that reports it
+        for variant in MIA_VARIANTS:
+            c = cell(idx, dataset, release, "mia", f"{variant}.{statistic}", subset, game)
+            if c.status in ("insufficient", "unavailable"):
+                return None, c
     return best
 
 
+def confounded_variants(idx: Index, dataset: str, release: str, game: str | None) -> list[str]:
+    return [v for v in MIA_VARIANTS if cell(idx, dataset, release, "mia", f"{v}.auc", "all", game).confounded]
+
+
+def optimiser_steps(c: Cell) -> str:
+    """The target model's optimiser steps, as the rows' detail records them."""
+    recipe = c.detail.get("target_recipe") or {}
+    steps = recipe.get("optimiser_steps")
+    return "" if steps is None else str(steps)
+
+
 def privacy_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table 2: MIA and AIA AUC per dataset and release, with TPR at low FPR and the control."""
+    """Table 2: per dataset, release and game, MIA AUC by attack, exposure at low FPR, the null control; AIA."""
     idx = index(records)
     rows = []
     for dataset, releases in releases_by_dataset(records).items():
         for release in releases:
-            get = lambda ev, m: Cell.of(idx.get((dataset, release, ev, m, "all")))  # noqa: E731
-            row = {
-                "dataset": dataset,
-                "release": release,
-                "mia_loss_auc": get("mia", "loss.auc"),
-                "mia_lira_online_auc": get("mia", "lira_online.auc"),
-                "mia_lira_offline_auc": get("mia", "lira_offline.auc"),
-                "mia_release_distance_auc": get("mia", "release_distance.auc"),
-                "aia_auc": get("aia", "with_model.auc"),
-                "aia_control_auc": get("aia", "control.auc"),
-            }
-            variant, tpr = best_mia(idx, dataset, release, "tpr_at_fpr_0.01")
-            row["mia_tpr_1"] = tpr
-            row["mia_tpr_1_variant"] = variant or ""
-            row["mia_tpr_01"] = Cell.of(idx.get((dataset, release, "mia", f"{variant}.tpr_at_fpr_0.001", "all"))) \
-                if variant else Cell(None, status="missing")
-            if all(isinstance(v, Cell) and v.status == "missing" for k, v in row.items() if isinstance(v, Cell)):
-                continue
-            rows.append(row)
+            games = games_of(records, dataset, release) or [None]
+            for game in games:
+                g = "any" if game is None else game
+                row = {"dataset": dataset, "release": release, "game": game or ""}
+                for variant in MIA_VARIANTS:
+                    row[f"mia_{variant}_auc"] = cell(idx, dataset, release, "mia", f"{variant}.auc", "all", g)
+                variant, tpr = best_mia(idx, dataset, release, "tpr_at_fpr_0.01", g)
+                row["mia_tpr_1"] = tpr
+                row["mia_tpr_1_variant"] = variant or ""
+                row["mia_tpr_01"] = (cell(idx, dataset, release, "mia", f"{variant}.tpr_at_fpr_0.001", "all", g)
+                                     if variant else best_mia(idx, dataset, release, "tpr_at_fpr_0.001", g)[1])
+                row["mia_null_auc"] = (cell(idx, dataset, release, "mia", f"{variant}.auc", "null", g)
+                                       if variant else Cell(None, status="missing"))
+                row["mia_confounded"] = confounded_variants(idx, dataset, release, g)
+                first = next((row[f"mia_{v}_auc"] for v in MIA_VARIANTS if row[f"mia_{v}_auc"].value is not None),
+                             Cell(None, status="missing"))
+                row["mia_steps"] = optimiser_steps(first)
+                row["mia_targets"] = first.detail.get("pooled_targets")
+                row["aia_auc"] = cell(idx, dataset, release, "aia", "with_model.auc")
+                row["aia_baseline_auc"] = cell(idx, dataset, release, "aia", "baseline.auc")
+                row["aia_members"] = cell(idx, dataset, release, "aia", "success.members")
+                row["aia_controls"] = cell(idx, dataset, release, "aia", "success.controls")
+                row["aia_risk"] = cell(idx, dataset, release, "aia", "risk")
+                if all(v.status == "missing" for v in row.values() if isinstance(v, Cell)):
+                    continue
+                rows.append(row)
     return rows
 
 
