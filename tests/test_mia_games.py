@@ -174,3 +174,18 @@ def test_pooled_rows_and_rates_stay_consistent():
                              groups=groups)
     auc = next(r for r in rows if r.measure == "loss.auc")
     assert auc.detail["pooled_targets"] == 2 and len(auc.detail["per_target"]) == 2
+
+
+def test_a_null_excursion_confounds_the_release_game_only():
+    from privbench.api import ResultRow
+    from privbench_builtins.attacks._membership import confounding
+
+    off = [ResultRow("loss.auc", 0.512, 0.505, 0.520, 2000, True, subset="null")]
+    assert confounding(off)["confounded"] is True  # release game: the splits differ
+    method = confounding(off, one_pool=True)  # method game: one pool, nothing else to read
+    assert method["confounded"] is False and "chance" in method["null_control"]
+    assert method["null_auc"] == [0.512, 0.505, 0.520]
+    held = [ResultRow("loss.auc", 0.50, 0.48, 0.52, 2000, True, subset="null")]
+    assert confounding(held)["confounded"] is False
+    gone = [ResultRow.unavailable("loss.auc", "no null pipeline", subset="null")]
+    assert "unavailable: no null pipeline" == confounding(gone)["null_control"]

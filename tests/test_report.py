@@ -132,3 +132,19 @@ def test_report_command_and_bad_input(cli, results, tmp_path):
     bad = tmp_path / "bad.parquet"
     bad.write_text("not parquet")
     assert_one_line_error(cli("report", bad), "not a readable parquet")
+
+
+def test_rows_with_different_target_steps_carry_a_warning(tmp_path):
+    records = []
+    for method, steps in (("original", 38), ("dm", 300)):
+        r, _ = _rows_for(method, None if method == "original" else 10, 0.6, 0.9, 0.9)
+        for row in r:
+            if row["evaluator"] == "mia" and row["detail"]:
+                detail = json.loads(row["detail"])
+                if "target_recipe" in detail:
+                    detail["target_recipe"]["optimiser_steps"] = steps
+                    row["detail"] = json.dumps(detail)
+        records += r
+    write_results(tmp_path / "results.parquet", records)
+    html = write_report(tmp_path / "results.parquet", tmp_path / "report").read_text()
+    assert "different numbers of optimiser steps (38, 300)" in html

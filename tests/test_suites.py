@@ -142,3 +142,17 @@ def test_third_party_plugin_in_a_suite(cli, tmp_path, monkeypatch):
     assert "herding ipc=3" in html and "nn-distance" in html and "privbench-coreset" in html
     meta = json.loads((out / "suite.json").read_text())
     assert meta["suite"] == "third"
+
+
+def test_suites_play_the_method_game_unless_they_say_otherwise(tmp_path):
+    from privbench.jobs import plan_jobs
+    from privbench.plugins import get_registry
+    from privbench.suites import parse_suite, validate_suite
+
+    registry = get_registry()
+    for extra, game in (('\n[audit]\nattacks = ["mia"]\n', "method"),
+                        ('\n[audit]\nattacks = ["mia"]\n[audit.config.mia]\ngame = "release"\n', "release")):
+        suite = parse_suite(_write_suite(tmp_path / "s.toml", extra=extra))
+        validate_suite(suite, registry)
+        audits = [j for j in plan_jobs(suite, registry, {"digits": "f" * 64}) if j.kind == "audit"]
+        assert audits and {j.options["config"]["game"] for j in audits} == {game}

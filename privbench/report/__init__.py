@@ -116,7 +116,13 @@ def _mia_section(records: list[dict[str, Any]]) -> str:
                "AUC: release distance", "TPR % at 1% FPR (strongest attack, exact CI)",
                "TPR % at 0.1% FPR (same attack)", "null control AUC (same attack)",
                "spread over targets (first attack's AUC)", "target optimiser steps", "n"]
-    return H.table(headers, body)
+    steps = sorted({r["mia_steps"] for r in rows if r["mia_steps"]}, key=int)
+    warning = ""
+    if len(steps) > 1:
+        warning = (f"<p class='private'>The target models of these rows took different numbers of optimiser steps "
+                   f"({', '.join(steps)}): a model trained longer memorises more, so compare membership figures only "
+                   "between rows with equal steps (set <code>target_steps</code> to make them equal).</p>")
+    return warning + H.table(headers, body)
 
 
 def _aia_section(records: list[dict[str, Any]]) -> str:

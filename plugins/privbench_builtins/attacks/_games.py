@@ -123,7 +123,8 @@ def release_game(target: AuditTarget, population: Population, config, spec: Targ
         take = dataset.train.class_counts(dataset.num_classes)
         sets = fixed_margin_sets(population.labels.numpy(), take, config.shadows,
                                  seed_for(ctx, "mia", "release", "shadow-sets"))
-        facts["shadows"] = {**inclusion_facts(sets, members), "drawn_from": "the de-duplicated pool of training "
+        scored = np.concatenate([members, nonmembers])
+        facts["shadows"] = {**inclusion_facts(sets, scored), "drawn_from": "the de-duplicated pool of training "
                             "and non-member images, each shadow with the target's class counts",
                             "class_counts": population.class_counts(sets[0])}
         try:

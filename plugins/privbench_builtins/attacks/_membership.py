@@ -19,7 +19,7 @@ A variant whose null AUC interval excludes 0.5 has every row marked
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,15 +37,16 @@ PER_EXAMPLE_FROM = 64
 
 @dataclass
 class Pooled:
-    """The candidates of one role (target or null) across the attacked pipelines, with their scores."""
+    """The candidates of one role (target or null) across the attacked pipelines, and the subsets of their rows.
+
+    ``groups`` is each candidate's attacked pipeline (an index into the game's
+    ``attacked``), ``entries`` its population entry.
+    """
 
     entries: np.ndarray
     member: np.ndarray
     groups: np.ndarray
     subsets: dict[str, np.ndarray]
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
-    unavailable: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, dict] = field(default_factory=dict)
 
 
 class Observations:
@@ -216,13 +217,26 @@ def _seeded_subset(cand, is_member, labels, seeded, rng) -> np.ndarray:
     return mask
 
 
-def confounding(null_rows: list[ResultRow]) -> dict:
-    """Whether the null control's AUC interval excludes 0.5, and its figures."""
+def confounding(null_rows: list[ResultRow], one_pool: bool = False) -> dict:
+    """Whether the null control's AUC interval excludes 0.5, and its figures.
+
+    ``one_pool``: members and non-members were drawn from one pool in the same
+    way (the method game), so no difference between them but membership exists
+    to be read; the null row then shows the game's floor, and an interval that
+    misses 0.5 is the chance a 95% interval leaves, not a confound.
+    """
     auc = next((r for r in null_rows if r.measure.endswith(".auc") and r.status == "ok"), None)
     if auc is None:
         reason = next((r.detail.get("reason") for r in null_rows if r.measure.endswith(".auc")), None)
         return {"null_control": f"unavailable: {reason}" if reason else "unavailable"}
     excluded = auc.ci_low is not None and (auc.ci_low > 0.5 or auc.ci_high < 0.5)
-    return {"null_auc": [auc.value, auc.ci_low, auc.ci_high], "confounded": bool(excluded),
+    figures = {"null_auc": [auc.value, auc.ci_low, auc.ci_high]}
+    if one_pool:
+        return {**figures, "confounded": False,
+                "null_control": "members and non-members are drawn alike from one pool, so nothing but membership "
+                                "separates them; the null row shows the floor" + (
+                                    " (its interval misses 0.5 by the chance a 95% interval leaves)" if excluded
+                                    else " (its interval contains 0.5)")}
+    return {**figures, "confounded": bool(excluded),
             "null_control": ("its AUC interval excludes 0.5: the attack reads a difference between the groups, "
                              "not membership" if excluded else "its AUC interval contains 0.5")}

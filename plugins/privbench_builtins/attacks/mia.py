@@ -184,7 +184,7 @@ class MembershipInference(Attack):
                     calibration=_roc.calibration_half(p.member, seed), resamples=config.resamples, seed=seed,
                     detail={"game": game.name, **facts.get("null", {}), "population": facts["population"]},
                     game=game.name, groups=p.groups, labels=labels[p.entries], clusters=p.entries)
-            flag = _membership.confounding(null_rows)
+            flag = _membership.confounding(null_rows, one_pool=game.name == "method")
             reason, main_scores, notes = per_role["target"]
             p = pooled["target"]
             if reason is not None or main_scores is None:
@@ -197,14 +197,16 @@ class MembershipInference(Attack):
                                           calibration=_roc.calibration_half(p.member, seed),
                                           resamples=config.resamples, seed=seed, detail=detail, game=game.name,
                                           groups=p.groups, labels=labels[p.entries], clusters=p.entries)
-                fpr, tpr = _roc.roc_points(p.member, main_scores)
-                curves[variant] = (fpr, tpr, _roc.auc(p.member, main_scores))
+                shown = p.subsets["all"]  # the class-matched candidates, as the 'all' rows
+                fpr, tpr = _roc.roc_points(p.member[shown], main_scores[shown])
+                curves[variant] = (fpr, tpr, _roc.auc(p.member[shown], main_scores[shown]))
             rows += null_rows
         if ctx.out_dir is not None and curves:
             from privbench_builtins.attacks._figures import roc_figure
 
             p = pooled["target"]
-            members, nonmembers = int(p.member.sum()), int((1 - p.member).sum())
+            members = int(p.member[p.subsets["all"]].sum())
+            nonmembers = int((1 - p.member[p.subsets["all"]]).sum())
             title = (f"MIA, {game.name} game, {method} on {dataset.name} ({members} member and {nonmembers} "
                      f"non-member candidates{', pooled over targets' if game.name == 'method' else ''})")
             roc_figure(curves, nonmembers, ctx.out_dir / "roc.png", title)
