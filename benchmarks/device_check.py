@@ -27,8 +27,11 @@ CHECKS = [
                     "--eval-seeds", "2", "--eval-set", "epochs=100"]),
     ("distill ddm", ["distill", "--data", "digits", "--method", "ddm", "--ipc", "10", "--set", "train_steps=500",
                      "--eval-seeds", "2", "--eval-set", "epochs=100"]),
-    ("audit dm", ["audit", "--data", "digits", "--release", "{out}/distill-dm", "--set", "mia.shadows=2",
+    ("audit dm", ["audit", "--data", "digits", "--release", "{out}/distill-dm", "--set", "mia.shadows=4",
                   "--set", "mia.target_epochs=100", "--set", "aia.target_epochs=100"]),
+    ("audit dm, method game", ["audit", "--data", "digits", "--release", "{out}/distill-dm", "--attack", "mia",
+                               "--set", "mia.game=method", "--set", "mia.pipelines=4",
+                               "--set", "mia.target_steps=100"]),
     ("metrics", ["metrics", "{out}/distill-dm", "{out}/distill-ddm"]),
     ("run quickstart", ["run", "quickstart"]),
 ]

@@ -261,6 +261,12 @@ class Release:
             )
         if self.images.dtype != torch.float32 or self.labels.dtype != torch.int64:
             raise UserError("release images must be float32 and labels int64")
+        for key in ("init_indices", "source_indices"):
+            rows = (self.provenance or {}).get(key) or []
+            beyond = [r for r in rows if not 0 <= int(r) < len(dataset.train)]
+            if beyond:
+                raise UserError(f"the release's provenance names training image {beyond[0]} in {key}, but "
+                                f"{dataset.name!r} has {len(dataset.train)} training images")
         if len(self) and (self.labels.min() < 0 or self.labels.max() >= dataset.num_classes):
             raise UserError(f"release labels fall outside the dataset's {dataset.num_classes} classes")
 

@@ -57,6 +57,16 @@ def bootstrap_mean_ci(values, resamples: int = 1000, seed: int = 0, level: float
     return Estimate(mean, float(lo), float(hi), n)
 
 
+def _percentile_interval(value: float, draws: np.ndarray, n: int, resamples: int, level: float) -> Estimate:
+    """The percentile interval of the finite bootstrap draws; none when too few resamples were defined."""
+    draws = draws[np.isfinite(draws)]
+    if draws.size < max(10, resamples // 10):
+        return Estimate(value, None, None, n)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(draws, [alpha, 1 - alpha])
+    return Estimate(value, float(lo), float(hi), n)
+
+
 def bootstrap_ci(
     statistic: Callable[..., float],
     *arrays: Sequence,
@@ -84,11 +94,7 @@ def bootstrap_ci(
         s = float(statistic(*(c[idx] for c in cols)))
         if math.isfinite(s):
             stats.append(s)
-    if len(stats) < max(10, resamples // 10):
-        return Estimate(value, None, None, n)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1 - alpha])
-    return Estimate(value, float(lo), float(hi), n)
+    return _percentile_interval(value, np.asarray(stats, dtype=np.float64), n, resamples, level)
 
 
 def bootstrap_ci_batched(
@@ -120,13 +126,7 @@ def bootstrap_ci_batched(
         size = min(chunk, resamples - start)
         idx = np.concatenate([g[rng.integers(0, g.size, size=(size, g.size))] for g in groups if g.size], axis=1)
         stats.append(np.asarray(statistic(*(c[idx] for c in cols)), dtype=np.float64))
-    values = np.concatenate(stats)
-    values = values[np.isfinite(values)]
-    if values.size < max(10, resamples // 10):
-        return Estimate(value, None, None, n)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(values, [alpha, 1 - alpha])
-    return Estimate(value, float(lo), float(hi), n)
+    return _percentile_interval(value, np.concatenate(stats), n, resamples, level)
 
 
 def cluster_bootstrap_ci(
@@ -160,13 +160,7 @@ def cluster_bootstrap_ci(
         size = min(chunk, resamples - start)
         counts = rng.multinomial(labels.size, np.full(labels.size, 1 / labels.size), size=size)
         stats.append(np.asarray(weighted_statistic(counts[:, index].astype(np.float64)), dtype=np.float64))
-    values = np.concatenate(stats)
-    values = values[np.isfinite(values)]
-    if values.size < max(10, resamples // 10):
-        return Estimate(value, None, None, n)
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(values, [alpha, 1 - alpha])
-    return Estimate(value, float(lo), float(hi), n)
+    return _percentile_interval(value, np.concatenate(stats), n, resamples, level)
 
 
 def t_mean_ci(values, level: float = LEVEL) -> Estimate:

@@ -77,6 +77,9 @@ def test_a_broken_provenance_file_is_one_line(cli, tmp_path):
     (out / PROVENANCE_FILE).write_text(json.dumps({"source_indices": [1, "two"]}))
     result = cli("audit", "--data", "digits", "--release", out, "--attack", "mia", "--out", tmp_path / "audit", "-q")
     assert_one_line_error(result, "source_indices")
+    (out / PROVENANCE_FILE).write_text(json.dumps({"init_indices": [3, 99999]}))
+    assert_one_line_error(cli("audit", "--data", "digits", "--release", out, "--attack", "mia", "--out",
+                              tmp_path / "audit", "-q"), "training image 99999")
     (out / PROVENANCE_FILE).write_text("{not json")
     assert_one_line_error(cli("audit", "--data", "digits", "--release", out, "--attack", "mia", "--out",
                               tmp_path / "audit", "-q"), "not valid JSON")

@@ -109,7 +109,7 @@ def release_game(target: AuditTarget, population: Population, config, spec: Targ
     member_pool, nonmember_pool = np.flatnonzero(train), np.flatnonzero(~train)
     members, nonmembers = _matched(population, member_pool, nonmember_pool, config.max_members,
                                    config.max_nonmembers, seed_for(ctx, "mia", "candidates"))
-    seeded_rows = [r for r in member_indices(target.release.provenance) if 0 <= r < len(dataset.train)]
+    seeded_rows = member_indices(target.release.provenance)  # in range: Release.check_against saw to it
     seeded = np.unique(population.train_pool[np.asarray(seeded_rows, dtype=np.int64)]) if seeded_rows else \
         np.empty(0, dtype=np.int64)
     images = population.images
