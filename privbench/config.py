@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from privbench.errors import UserError
 
+_INT64 = 2**63 - 1
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -94,14 +95,21 @@ def _coerce(value: Any, annotation: Any, key: str, owner: str) -> Any:
         if isinstance(value, bool):
             raise UserError(f"{owner}: {key} must be an integer; got {value!r}")
         if isinstance(value, int):
-            return value
-        try:
-            as_float = float(value)
-        except (TypeError, ValueError):
-            as_float = None
-        if as_float is None or not as_float.is_integer():
-            raise UserError(f"{owner}: {key} must be an integer; got {value!r}")
-        return int(as_float)
+            number = value
+        else:
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                try:
+                    as_float = float(value)
+                except (TypeError, ValueError, OverflowError):
+                    as_float = None
+                if as_float is None or not as_float.is_integer():
+                    raise UserError(f"{owner}: {key} must be an integer; got {value!r}") from None
+                number = int(as_float)
+        if abs(number) > _INT64:
+            raise UserError(f"{owner}: {key} must fit in 64 bits; got {str(number)[:30]}")
+        return number
     if annotation is float:
         if isinstance(value, bool):
             raise UserError(f"{owner}: {key} must be a number; got {value!r}")

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from privbench.api import AuditTarget, Dataset, Metric, Release, ResultRow, RunContext
 from privbench.config import build_config, config_to_dict
-from privbench.errors import UserError
+from privbench.errors import UserError, plugin_failure
+from privbench.limits import check_release_fits
 from privbench.plugins import Registry
 from privbench.provenance import split_manifest
 from privbench.results import RunInfo, environment_versions, utcnow
@@ -83,10 +84,12 @@ def run_distiller(
             raise UserError(f"distiller {method!r} needs --ipc")
         if ipc < 1:
             raise UserError(f"ipc must be a positive number of images per class, got {ipc}")
+        check_release_fits(ipc, dataset.num_classes, dataset.image_shape)
     seed_everything(ctx.seed)
     warnings_before = len(ctx.warnings)
     started = time.perf_counter()
-    release = cls().distill(dataset, ipc if cls.uses_ipc else None, config, ctx)
+    with plugin_failure("distiller", method, record.distribution):
+        release = cls().distill(dataset, ipc if cls.uses_ipc else None, config, ctx)
     elapsed = time.perf_counter() - started
     _check_release_output(release, dataset, method)
     release.images = release.images.detach().to("cpu", torch.float32).contiguous()
@@ -122,6 +125,19 @@ def run_distiller(
     return release
 
 
+def check_distiller_request(registry: Registry, method: str, dataset: Dataset, ipc: int | None,
+                            overrides: dict[str, Any] | None) -> None:
+    """What :func:`run_distiller` would refuse for this data, refused before any output exists."""
+    record = registry.record("distiller", method)
+    config = build_config(record.cls.Config, overrides, owner=f"distiller {method}")
+    if record.cls.uses_ipc and (ipc is None or ipc < 1):
+        raise UserError(f"distiller {method!r} needs a positive ipc, got {ipc}")
+    if record.cls.uses_ipc:
+        check_release_fits(ipc, dataset.num_classes, dataset.image_shape)
+    with plugin_failure("distiller", method, record.distribution):
+        record.cls().check(dataset, ipc if record.cls.uses_ipc else None, config)
+
+
 def original_release(registry: Registry, dataset: Dataset, ctx: RunContext) -> Release:
     """The whole private training set as a release (the ``original`` baseline)."""
     return run_distiller(registry, "original", dataset, None, None, ctx)
@@ -149,9 +165,10 @@ def metric_instances(
     chosen = names if names else registry.names("metric")
     out = {}
     for name in chosen:
-        cls = registry.get("metric", name)
-        config = build_config(cls.Config, overrides.get(name), owner=f"metric {name}")
-        out[name] = cls(config, device)
+        record = registry.record("metric", name)
+        config = build_config(record.cls.Config, overrides.get(name), owner=f"metric {name}")
+        with plugin_failure("metric", name, record.distribution):
+            out[name] = record.cls(config, device)
     return out
 
 
@@ -163,6 +180,10 @@ def load_target_release(registry: Registry, dataset: Dataset, release_arg: str, 
         return original_release(registry, dataset, ctx)
     release = load_release(Path(release_arg))
     release.check_against(dataset)
+    if release.method not in registry.names("distiller"):
+        ctx.warn(f"{release_arg} was made by method {release.method!r}, which no installed distiller plugin "
+                 "provides: attacks that re-run the release's pipeline cannot, so the audit is limited to what "
+                 "the release itself shows")
     if release.provenance is None:
         ctx.warn(f"{release_arg} has no provenance.private.json: privbench cannot check that the release was made "
                  f"from {dataset.name!r}, nor score the members that seeded it on their own")
@@ -186,7 +207,8 @@ def run_attack(
     ctx.settings = {}
     started_at = utcnow()
     t0 = time.perf_counter()
-    rows = record.cls().run(target, config, ctx)
+    with plugin_failure("attack", name, record.distribution):
+        rows = record.cls().run(target, config, ctx)
     elapsed = time.perf_counter() - t0
     if not isinstance(rows, list) or not all(isinstance(r, ResultRow) for r in rows):
         raise UserError(f"attack {name!r} must return a list of ResultRow")

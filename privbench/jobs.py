@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,10 +22,30 @@ from pathlib import Path
 from typing import Any, Callable
 
 from privbench.config import build_config, canonical_json, config_hash, config_to_dict
+from privbench.errors import UserError
 from privbench.plugins import Registry
+from privbench.schema import Field, check_fields, int_between, is_number, is_str, is_table, one_of, read_json
 from privbench.suites import ReleaseSpec, Suite, attack_options, utility_options
 
 JOB_FILE = "job.json"
+JOB_KINDS = ("distill", "utility", "audit")
+JOB_FIELDS = (
+    Field("kind", one_of(*JOB_KINDS), " or ".join(JOB_KINDS), required=True),
+    Field("label", is_str, "a string"),
+    Field("identity", is_table, "an object (what the job's key hashes)"),
+    Field("images", int_between(0), "a non-negative integer"),
+    Field("rows", int_between(0), "a non-negative integer"),
+    Field("wall_time_s", is_number, "a number of seconds"),
+)
+
+
+def read_job_file(path: Path) -> dict[str, Any]:
+    """A finished job's ``job.json``, checked; a damaged one is one :class:`UserError` line naming it."""
+    path = Path(path)
+    try:
+        return check_fields(read_json(path, "job record"), JOB_FIELDS, f"job record {path}", expected="a JSON object")
+    except UserError as exc:
+        raise UserError(f"{exc} (delete {path.parent} to recompute that job)") from exc
 
 
 @dataclass
@@ -104,21 +123,25 @@ class JobStore:
         return self.root / key
 
     def done(self, key: str) -> bool:
-        return (self.path(key) / JOB_FILE).is_file()
+        """Whether the job finished; a finished job whose record is damaged is a :class:`UserError`."""
+        path = self.path(key) / JOB_FILE
+        if not path.is_file():
+            return False
+        read_job_file(path)
+        return True
 
     def clean_partials(self) -> int:
-        """Remove staging folders that an interrupted run left behind."""
-        if not self.root.is_dir():
-            return 0
-        stale = [p for p in self.root.iterdir() if p.name.startswith(".") and ".partial-" in p.name]
-        for p in stale:
-            shutil.rmtree(p, ignore_errors=True)
-        return len(stale)
+        """Remove staging folders that an interrupted run left behind (not those of a run still going)."""
+        from privbench.outputs import remove_stale_staging
+
+        return remove_stale_staging(self.root, all_ours=True) if self.root.is_dir() else 0
 
     def complete(self, job: Job, work: Callable[[Path], dict[str, Any]]) -> None:
         """Run ``work(staging_dir)`` and rename the folder into place once it returns."""
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".{job.key}.partial-{secrets.token_hex(4)}"
+        from privbench.outputs import staging_name
+
+        staging = self.root / staging_name(self.path(job.key))
         staging.mkdir()
         try:
             summary = work(staging)
@@ -204,38 +227,56 @@ def execute_job(job: Job, stage: Path, *, registry: Registry, datasets: dict[str
 def collect_tables(store: JobStore, jobs: list[Job], out_dir: Path) -> tuple[Path, Path]:
     """Assemble results.parquet and runs.parquet from the finished jobs, in plan order."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from privbench.results import RESULTS_SCHEMA, RUNS_SCHEMA, write_table
+    from privbench.results import RESULTS_SCHEMA, RUNS_SCHEMA, read_table, write_table
 
     results, runs = [], []
     for job in jobs:
         d = store.path(job.key)
         if (d / "results.parquet").is_file():
-            results.append(pq.read_table(d / "results.parquet").cast(RESULTS_SCHEMA))
+            results.append(read_table(d / "results.parquet", RESULTS_SCHEMA, what="job results table"))
         if (d / "runs.parquet").is_file():
-            runs.append(pq.read_table(d / "runs.parquet").cast(RUNS_SCHEMA))
+            runs.append(read_table(d / "runs.parquet", RUNS_SCHEMA, what="job runs table"))
     res_path, runs_path = out_dir / "results.parquet", out_dir / "runs.parquet"
     write_table(res_path, pa.concat_tables(results) if results else RESULTS_SCHEMA.empty_table())
     write_table(runs_path, pa.concat_tables(runs) if runs else RUNS_SCHEMA.empty_table())
     return res_path, runs_path
 
 
-def run_suite(suite: Suite, registry: Registry, out_dir: Path, *, device: str, fresh: bool, quiet: bool,
-              cache_dir: Path | None, show_private_images: bool, console: Any) -> tuple[Path, Path, dict[str, Any]]:
-    """Plan, run what is not cached, assemble the tables. Returns paths and run statistics."""
-    from privbench.cli.common import make_run_context
-    from privbench.data import load_dataset
+@dataclass
+class PreparedSuite:
+    """A suite whose data loaded and whose every request was accepted: only then is anything written."""
 
+    suite: Suite
+    datasets: dict[str, Any]
+    jobs: list[Job]
+
+
+def prepare_suite(suite: Suite, registry: Registry, cache_dir: Path | None) -> PreparedSuite:
+    """Load the data and check each release against it (an ipc larger than a class), before any output."""
+    from privbench.data import load_dataset
+    from privbench.engine import check_distiller_request
+
+    datasets = {spec: load_dataset(spec, cache_dir=cache_dir) for spec in suite.datasets}
+    for dataset in datasets.values():
+        for rel in suite.releases:
+            check_distiller_request(registry, rel.method, dataset, rel.ipc, rel.config)
+    jobs = plan_jobs(suite, registry, {spec: ds.fingerprint for spec, ds in datasets.items()})
+    return PreparedSuite(suite, datasets, jobs)
+
+
+def run_suite(prepared: PreparedSuite, registry: Registry, out_dir: Path, *, device: str, fresh: bool, quiet: bool,
+              cache_dir: Path | None, show_private_images: bool, console: Any) -> tuple[Path, Path, dict[str, Any]]:
+    """Run what is not cached, assemble the tables. Returns paths and run statistics."""
+    from privbench.cli.common import make_run_context
+
+    suite, datasets, jobs = prepared.suite, prepared.datasets, prepared.jobs
     out_dir = Path(out_dir)
     store = JobStore(out_dir / "jobs")
     if fresh and store.root.exists():
         shutil.rmtree(store.root)
     store.clean_partials()
 
-    datasets = {spec: load_dataset(spec, cache_dir=cache_dir) for spec in suite.datasets}
-    fingerprints = {spec: ds.fingerprint for spec, ds in datasets.items()}
-    jobs = plan_jobs(suite, registry, fingerprints)
     base_ctx = make_run_context(device, 0, quiet, cache_dir)
 
     def ctx_factory(seed: int, out_dir: Path, public: bool):

@@ -81,7 +81,16 @@ class RichProgress(ProgressReporter):
         task_id = progress.add_task(escape(description), total=total, info="")
         try:
             yield _RichTask(progress, task_id)
-        finally:
+        except BaseException:
+            # A failed run ends in its one error line: its bars vanish instead of staying on stderr.
+            progress.remove_task(task_id)
+            self._depth -= 1
+            if self._depth == 0:
+                progress.live.transient = True
+                progress.stop()
+                self._progress = None
+            raise
+        else:
             # Task ids are not list positions once nested tasks have been removed.
             done = next(t for t in progress.tasks if t.id == task_id)
             progress.update(task_id, completed=done.total or done.completed)
@@ -93,7 +102,7 @@ class RichProgress(ProgressReporter):
                 self._progress = None
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)  # one line each, for logs and grep
 
 
 class _QuietTask:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from privbench.schema import Field, check_fields, int_between, is_str, list_of, nullable
+
 PROVENANCE_FILE = "provenance.private.json"
 NOTICE = ("PRIVATE: this file identifies patients (indices of training images in the release) and describes the "
           "private data set. Keep it with the data holder; never share it with the release.")
@@ -35,6 +37,25 @@ PRIVATE_KEYS = frozenset({
     "refinement",  # DDM's final DM loss against the real class means
 })
 PRIVATE_NAME_PARTS = ("index", "indices", "path", "file", "patient")
+
+
+INDICES = "a list of non-negative training-image indices"
+PROVENANCE_FIELDS = (
+    Field("notice", is_str, "a string"),
+    Field("init_indices", nullable(list_of(int_between(0))), INDICES),
+    Field("source_indices", nullable(list_of(int_between(0))), INDICES),
+    Field("source_dataset", nullable(is_str), "a string (the source dataset's name)"),
+    Field("source_spec", nullable(is_str), "a string (the source dataset's spec)"),
+    Field("source_fingerprint", nullable(is_str), "a string (the source dataset's fingerprint)"),
+    Field("training_images", nullable(int_between(0)), "a non-negative integer"),
+    Field("warnings", nullable(list_of(is_str)), "a list of strings"),
+)
+"""The provenance fields privbench reads back; a distiller's own keys are kept unchecked."""
+
+
+def check_provenance(data: Any, where: str) -> dict[str, Any]:
+    """``data`` if its fields have the types privbench relies on; else one :class:`UserError` line."""
+    return check_fields(data, PROVENANCE_FIELDS, where, expected="a JSON object")
 
 
 def is_private_key(key: str) -> bool:

@@ -14,7 +14,13 @@ from pathlib import Path
 def registry_dir() -> Path:
     override = os.environ.get("PRIVBENCH_REGISTRY")
     if override:
-        return Path(override).expanduser()
+        path = Path(override).expanduser()
+        if not path.is_dir():
+            from privbench.errors import UserError
+
+            raise UserError(f"PRIVBENCH_REGISTRY={override} is not a folder: the registry (dataset cards, suites) "
+                            f"is missing; point it at a folder with datasets/ and suites/, or unset it")
+        return path
     here = Path(__file__).resolve().parent
     for candidate in (here / "_registry", here.parent / "registry"):
         if candidate.is_dir():

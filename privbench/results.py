@@ -242,16 +242,84 @@ def write_runs(path: Path, records: list[dict[str, Any]]) -> None:
     write_table(path, to_table(records, RUNS_SCHEMA))
 
 
-def read_table(path: Path) -> pa.Table:
-    """Read a privbench Parquet file; a missing or corrupt file is a :class:`UserError`."""
+RESULTS_NOT_NULL = ("dataset", "task", "evaluator", "measure")
+RUNS_NOT_NULL = ("job", "dataset")
+"""Columns every row must fill: the report groups and labels rows by them."""
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):  # a categorical column written by pandas
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+# What a column of each schema type may be stored as (pandas writes an integer column with
+# gaps as floats; the cast below refuses 2.5), and the words for it.
+_FAMILIES = (
+    (pa.types.is_string, _is_text, "strings"),
+    (pa.types.is_boolean, pa.types.is_boolean, "booleans"),
+    (pa.types.is_integer, _is_number, "integers"),
+    (pa.types.is_floating, _is_number, "numbers"),
+    (pa.types.is_timestamp, pa.types.is_timestamp, "timestamps"),
+)
+
+
+def _conform(table: pa.Table, schema: pa.Schema, not_null: tuple[str, ...], path: Path, what: str) -> pa.Table:
+    """``table`` with the schema's column types, or one :class:`UserError` naming what is missing or wrong."""
+    missing = [name for name in schema.names if name not in table.column_names]
+    if missing:
+        raise UserError(f"{path} is not a privbench {what}: missing column(s) {', '.join(missing)}")
+    doubled = sorted({name for name in table.column_names if table.column_names.count(name) > 1})
+    if doubled:
+        raise UserError(f"{path}: column(s) {', '.join(doubled)} appear more than once")
+    for f in schema:
+        column = table.column(f.name)
+        if not pa.types.is_null(column.type):
+            for is_wanted, accepts, words in _FAMILIES:
+                if is_wanted(f.type) and not accepts(column.type):
+                    raise UserError(f"{path}: column {f.name!r} must hold {words} ({f.type}), got {column.type}")
+        try:
+            column = column.cast(f.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise UserError(f"{path}: column {f.name!r} cannot be read as {f.type}: "
+                            f"{' '.join(str(exc).split())}") from exc
+        if f.name in not_null and column.null_count:
+            raise UserError(f"{path}: column {f.name!r} is empty (null) in {column.null_count} row(s)")
+        table = table.set_column(table.schema.get_field_index(f.name), f.name, column)
+    return table
+
+
+def read_table(path: Path, schema: pa.Schema | None = None, not_null: tuple[str, ...] = (),
+               what: str = "table") -> pa.Table:
+    """Read a privbench Parquet file; a missing or corrupt file is a :class:`UserError`.
+
+    With ``schema``, its columns must all be there with compatible types (an
+    integer column where numbers are expected is fine) and are returned with the
+    schema's types; ``not_null`` columns must be filled in every row.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such results file: {path}")
     try:
-        return pq.read_table(path)
+        table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"{path} is not a readable Parquet file: {' '.join(str(exc).split())}") from exc
+    return table if schema is None else _conform(table, schema, not_null, path, what)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    return read_table(path).to_pylist()
+def read_records(path: Path, schema: pa.Schema | None = None, not_null: tuple[str, ...] = (),
+                 what: str = "table") -> list[dict[str, Any]]:
+    return read_table(path, schema, not_null, what).to_pylist()
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.parquet``, checked against :data:`RESULTS_SCHEMA`."""
+    return read_records(path, RESULTS_SCHEMA, RESULTS_NOT_NULL, "results table")
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``runs.parquet``, checked against :data:`RUNS_SCHEMA`."""
+    return read_records(path, RUNS_SCHEMA, RUNS_NOT_NULL, "runs table")

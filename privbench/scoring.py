@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Mapping
 
 from privbench.api import ImageScores, Metric, MetricUnavailable, ProgressReporter, ResultRow
-from privbench.errors import UserError
+from privbench.errors import UserError, plugin_failure
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -91,8 +91,9 @@ def score_images(
             higher = bool(metric.higher_is_better)
             started = time.perf_counter()
             try:
-                metric.check_available()
-                values = _check_output(metric.score(reference, candidate), name, n)
+                with plugin_failure("metric", name, keep=(MetricUnavailable,)):
+                    metric.check_available()
+                    values = _check_output(metric.score(reference, candidate), name, n)
             except MetricUnavailable as exc:
                 reason = " ".join(str(exc).split()) or f"metric {name!r} is unavailable"
                 out[name] = ImageScores(name, higher, None, reason, time.perf_counter() - started)

@@ -30,7 +30,6 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,56 @@ from privbench.config import build_config
 from privbench.errors import UserError
 from privbench.plugins import Registry
 from privbench.registry_path import registry_dir
+from privbench.schema import (
+    INT64_MAX,
+    PLAIN_NAME_EXPECTED,
+    Field,
+    as_list,
+    check_fields,
+    int_between,
+    is_bool,
+    is_nonempty_str,
+    is_plain_name,
+    is_str,
+    is_table,
+    list_of,
+    one_or_list,
+    read_toml,
+    show,
+    table_of,
+)
 
-TOP_KEYS = {"name", "description", "datasets", "seeds", "releases", "utility", "audit", "report"}
-RELEASE_KEYS = {"method", "ipc", "config", "utility_config", "audit_config"}
-UTILITY_KEYS = {"models", "seeds", "config"}
-AUDIT_KEYS = {"attacks", "metrics", "config", "metric_config"}
-REPORT_KEYS = {"show_private_images"}
-
+STRINGS = "a list of strings"
+TABLES = "a table of tables, one per plugin"
+TOP_FIELDS = (
+    Field("name", is_plain_name, PLAIN_NAME_EXPECTED),
+    Field("description", is_str, "a string"),
+    Field("datasets", one_or_list(is_nonempty_str), "a list of dataset names (strings)"),
+    Field("seeds", one_or_list(int_between(0, INT64_MAX)), "a list of integer seeds from 0 to 2**63-1"),
+    Field("releases", list_of(is_table), "an array of tables ([[releases]] entries)"),
+    Field("utility", is_table, "a table ([utility])"),
+    Field("audit", is_table, "a table ([audit])"),
+    Field("report", is_table, "a table ([report])"),
+)
+RELEASE_FIELDS = (
+    Field("method", is_nonempty_str, "the name of a distiller (a string)", required=True),
+    Field("ipc", one_or_list(int_between(1)), "a positive integer or a list of them"),
+    Field("config", is_table, "a table of distiller options"),
+    Field("utility_config", is_table, "a table of utility options"),
+    Field("audit_config", table_of(is_table), TABLES),
+)
+UTILITY_FIELDS = (
+    Field("models", one_or_list(is_nonempty_str), STRINGS),
+    Field("seeds", int_between(1), "a number of training seeds, at least 1"),
+    Field("config", is_table, "a table of utility options"),
+)
+AUDIT_FIELDS = (
+    Field("attacks", one_or_list(is_nonempty_str), STRINGS),
+    Field("metrics", one_or_list(is_nonempty_str), STRINGS),
+    Field("config", table_of(is_table), TABLES),
+    Field("metric_config", table_of(is_table), TABLES),
+)
+REPORT_FIELDS = (Field("show_private_images", is_bool, "true or false"),)
 
 @dataclass(frozen=True)
 class ReleaseSpec:
@@ -96,80 +138,45 @@ def suite_path(name_or_path: str) -> Path:
     return suites[name_or_path]
 
 
-def _unknown(keys: set[str], allowed: set[str], where: str) -> None:
-    extra = sorted(keys - allowed)
-    if extra:
-        raise UserError(f"{where}: unknown key(s) {', '.join(extra)}; valid keys: {', '.join(sorted(allowed))}")
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def parse_suite(path: Path) -> Suite:
-    """Read a suite file and check its shape (not yet its plugin names)."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"suite {path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise UserError(f"cannot read suite {path}: {exc.strerror or exc}") from exc
+    """Read a suite file and check its shape and every field's type (not yet its plugin names)."""
+    raw = read_toml(path, "suite")
     where = f"suite {path.name}"
-    _unknown(set(raw), TOP_KEYS, where)
-    datasets = [str(d) for d in _as_list(raw.get("datasets"))]
+    check_fields(raw, TOP_FIELDS, where, allow_unknown=False)
+    if "name" not in raw and not is_plain_name(path.stem):
+        raise UserError(f"{where}: the file name gives the suite name {show(path.stem)}, which is not "
+                        f"{PLAIN_NAME_EXPECTED}; set name = \"...\" in the file")
+    datasets = as_list(raw.get("datasets"))
     if not datasets:
         raise UserError(f"{where}: 'datasets' must list at least one dataset")
-    seeds = [int(s) for s in _as_list(raw.get("seeds", [0]))] or [0]
+    seeds = as_list(raw.get("seeds", [0])) or [0]
     releases = []
     for i, entry in enumerate(raw.get("releases", [])):
-        if not isinstance(entry, dict):
-            raise UserError(f"{where}: each [[releases]] entry must be a table")
-        _unknown(set(entry), RELEASE_KEYS, f"{where}, release {i + 1}")
-        if "method" not in entry:
-            raise UserError(f"{where}, release {i + 1}: 'method' is required")
-        config = entry.get("config", {})
-        if not isinstance(config, dict):
-            raise UserError(f"{where}, release {i + 1}: 'config' must be a table")
-        utility_config = entry.get("utility_config", {})
+        check_fields(entry, RELEASE_FIELDS, f"{where}, release {i + 1}", allow_unknown=False)
         audit_config = entry.get("audit_config", {})
-        if not isinstance(utility_config, dict) or not isinstance(audit_config, dict) or not all(
-            isinstance(v, dict) for v in audit_config.values()
-        ):
-            raise UserError(f"{where}, release {entry['method']}: utility_config must be a table and audit_config a "
-                            f"table of tables, one per attack")
-        ipcs = _as_list(entry.get("ipc")) or [None]
-        for ipc in ipcs:
-            if ipc is not None and (not isinstance(ipc, int) or ipc < 1):
-                raise UserError(f"{where}, release {entry['method']}: ipc must be a positive integer, got {ipc!r}")
-            releases.append(ReleaseSpec(str(entry["method"]), ipc, dict(config), dict(utility_config),
+        for ipc in as_list(entry.get("ipc")) or [None]:
+            releases.append(ReleaseSpec(entry["method"], ipc, dict(entry.get("config", {})),
+                                        dict(entry.get("utility_config", {})),
                                         {k: dict(v) for k, v in audit_config.items()}))
     if not releases:
         raise UserError(f"{where}: no [[releases]] given")
-    utility = raw.get("utility", {})
-    _unknown(set(utility), UTILITY_KEYS, f"{where}, [utility]")
-    audit = raw.get("audit", {})
-    _unknown(set(audit), AUDIT_KEYS, f"{where}, [audit]")
-    report = raw.get("report", {})
-    _unknown(set(report), REPORT_KEYS, f"{where}, [report]")
-    utility_seeds = int(utility.get("seeds", 3))
-    if utility_seeds < 1:
-        raise UserError(f"{where}, [utility]: seeds must be at least 1")
+    utility = check_fields(raw.get("utility", {}), UTILITY_FIELDS, f"{where}, [utility]", allow_unknown=False)
+    audit = check_fields(raw.get("audit", {}), AUDIT_FIELDS, f"{where}, [audit]", allow_unknown=False)
+    report = check_fields(raw.get("report", {}), REPORT_FIELDS, f"{where}, [report]", allow_unknown=False)
     return Suite(
-        name=str(raw.get("name", path.stem)),
-        description=str(raw.get("description", "")).strip(),
+        name=raw.get("name", path.stem),
+        description=raw.get("description", "").strip(),
         datasets=datasets,
         seeds=seeds,
         releases=releases,
-        utility_models=[str(m) for m in _as_list(utility.get("models", ["convnet"] if utility else []))],
-        utility_seeds=utility_seeds,
+        utility_models=as_list(utility.get("models", ["convnet"] if utility else [])),
+        utility_seeds=utility.get("seeds", 3),
         utility_config=dict(utility.get("config", {})),
-        attacks=[str(a) for a in _as_list(audit.get("attacks"))],
-        metrics=[str(m) for m in _as_list(audit.get("metrics"))],
+        attacks=as_list(audit.get("attacks")),
+        metrics=as_list(audit.get("metrics")),
         attack_config={k: dict(v) for k, v in audit.get("config", {}).items()},
         metric_config={k: dict(v) for k, v in audit.get("metric_config", {}).items()},
-        show_private_images=bool(report.get("show_private_images", False)),
+        show_private_images=report.get("show_private_images", False),
         source=path,
         raw=raw,
     )

@@ -93,7 +93,7 @@ def test_private_images_stay_out_of_figures_unless_allowed(cli, tmp_path):
     hidden = tmp_path / "hidden"
     result = cli("audit", "--data", data, "--release", "original", "--out", hidden, *fast)
     assert result.code == 0, result.err
-    assert {p.name for p in hidden.iterdir()} == {"results.parquet", "runs.parquet"}
+    assert {p.name for p in hidden.iterdir()} == {"results.parquet", "runs.parquet", ".privbench-output.json"}
     assert "--show-private-images" in result.err
     shown = tmp_path / "shown"
     result = cli("audit", "--data", data, "--release", "original", "--out", shown, "--show-private-images", *fast)

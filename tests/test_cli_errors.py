@@ -142,9 +142,11 @@ def test_existing_output_is_kept_unless_forced(cli, tmp_path):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     assert_one_line_error(_distill(cli, "digits", out), "not empty", "--force")
+    assert_one_line_error(_distill(cli, "digits", out, "--force"), "did not write")
     assert (out / "precious.txt").read_text() == "keep me"
-    assert _distill(cli, "digits", out, "--force").code == 0
-    assert (out / "release.npz").exists() and not (out / "precious.txt").exists()
+    assert _distill(cli, "digits", tmp_path / "own").code == 0
+    assert _distill(cli, "digits", tmp_path / "own", "--force").code == 0
+    assert (tmp_path / "own" / "release.npz").exists()
 
 
 def test_usage_errors_are_one_line_too(cli):

@@ -73,11 +73,35 @@ def _add_builtin_commands() -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"privbench: error: {' '.join(message.split())}", err=True)
+    line = " ".join(str(message).split())
+    # File names that are not UTF-8 reach us as surrogate escapes: print them escaped, never crash on them.
+    line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+    click.echo(f"privbench: error: {line}", err=True)
     sys.exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that every staging folder is cleaned up as on Ctrl-C.
+
+    Not an ``Exception``, so no ``except Exception`` in a plugin swallows it.
+    """
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, CUDA's OutOfMemoryError, and the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     _add_builtin_commands()
     _register_plugin_commands()
     try:
@@ -93,8 +117,15 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message() + hint, exc.exit_code)
     except UserError as exc:
         _fail(str(exc), exc.exit_code)
+    except Terminated:
+        _fail("terminated; finished work is kept, rerun to resume", 143)
     except KeyboardInterrupt:
         _fail("interrupted; finished work is kept, rerun to resume", 130)
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise
+        _fail(f"out of memory ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); use smaller settings "
+              f"or a machine with more memory", 2)
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(result if isinstance(result, int) else 0)

@@ -49,7 +49,7 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
     from privbench.data import load_dataset
     from privbench.engine import load_target_release, make_rebuild, metric_instances
     from privbench.errors import UserError
-    from privbench.outputs import check_output_dir, staged_output_dir
+    from privbench.outputs import check_output_dir, refuse_overlap, staged_output_dir
     from privbench.results import result_records, run_record, write_results, write_runs
 
     registry = registry_from(ctx)
@@ -61,7 +61,12 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
     configs = {name: build_config(classes[name].Config, scoped[name], owner=f"attack {name}") for name in names}
     for name in metrics:
         registry.get("metric", name)
-    check_output_dir(out_dir, force)
+    from privbench.inputs import dataset_inputs, release_inputs
+
+    inputs = dataset_inputs(data_spec) + release_inputs(release_arg)
+    check_output_dir(out_dir, force, inputs)
+    if cache_dir is not None:
+        refuse_overlap([cache_dir], inputs)
 
     dataset = load_dataset(data_spec, cache_dir=cache_dir)
     run_ctx = make_run_context(device, seed, quiet, cache_dir,
@@ -76,7 +81,7 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
     from privbench.engine import run_attack
 
     records, run_rows = [], []
-    with staged_output_dir(out_dir, force) as stage:
+    with staged_output_dir(out_dir, force, inputs, command="audit") as stage:
         run_ctx.out_dir = stage
         with run_ctx.progress.task("attacks", total=len(names)) as bar:
             for name in names:

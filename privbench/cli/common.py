@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from privbench.limits import MAX_SEED
 from privbench.plugins import Registry, get_registry
 
 device_option = click.option(
@@ -20,7 +21,8 @@ device_option = click.option(
     show_default=True,
     help="Where to compute: a CUDA GPU when available (auto), or force one.",
 )
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random draw.")
+seed_option = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+                           help="Seed for every random draw (0 to 2**63-1).")
 set_option = click.option(
     "--set",
     "set_items",

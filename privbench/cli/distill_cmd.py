@@ -53,7 +53,8 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
     from privbench.engine import run_distiller
     from privbench.errors import UserError
     from privbench.imaging import release_preview
-    from privbench.outputs import check_output_dir, staged_output_dir
+    from privbench.limits import check_release_fits
+    from privbench.outputs import check_output_dir, refuse_overlap, staged_output_dir
     from privbench.releases import save_release
     from privbench.results import result_records, run_record, write_results, write_runs
 
@@ -73,12 +74,19 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
 
         check_models(eval_models)
         utility_config = build_config(UtilityConfig, parse_set_options(eval_set_items), owner="utility evaluation")
-    check_output_dir(out_dir, force)
+    from privbench.inputs import dataset_inputs
+
+    inputs = dataset_inputs(data_spec)
+    check_output_dir(out_dir, force, inputs)
+    if cache_dir is not None:
+        refuse_overlap([cache_dir], inputs)
 
     dataset = load_dataset(data_spec, cache_dir=cache_dir)
+    if cls.uses_ipc:
+        check_release_fits(ipc, dataset.num_classes, dataset.image_shape, f"--ipc {ipc} ({ipc * dataset.num_classes} images)")
     run_ctx = make_run_context(device, seed, quiet, cache_dir)
     console = stdout_console()
-    with staged_output_dir(out_dir, force) as stage:
+    with staged_output_dir(out_dir, force, inputs, command="distill") as stage:
         run_ctx.out_dir = stage
         release = run_distiller(registry, method, dataset, ipc, overrides, run_ctx)
         save_release(release, stage)

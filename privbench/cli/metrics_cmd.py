@@ -17,24 +17,14 @@ from privbench.cli.common import (
 )
 
 MEASURE_PREFIX = "similarity"
+MAX_RESAMPLES = 100_000  # the CI's bounds settle long before; more only costs time and memory
 
 
-def _check_out_file(out: Path | None, force: bool) -> Path | None:
-    """Refuse an output that would be a directory or overwrite a file unasked, before any work."""
-    from privbench.errors import UserError
+def _check_out_file(out: Path | None, force: bool, inputs: list[Path]) -> Path | None:
+    """Refuse an output that is a directory, an input or a file privbench did not write, before any work."""
+    from privbench.outputs import check_output_file
 
-    if out is None:
-        return None
-    out = Path(out).expanduser()
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'metrics.parquet'}")
-    if out.exists() and not force:
-        raise UserError(f"--out {out} exists; pass --force to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the folder for --out {out}: {exc.strerror or exc}") from exc
-    return out
+    return None if out is None else check_output_file(out, force, inputs)
 
 
 def _require_one_available(metrics) -> None:
@@ -83,8 +73,8 @@ def _table(rows, title: str):
 @click.option("--force", is_flag=True, help="Replace an existing --out file.")
 @click.option("--pair-by-order", is_flag=True,
               help="Pair two image folders by sorted file order instead of by file name.")
-@click.option("--resamples", type=int, default=1000, show_default=True,
-              help="Bootstrap resamples for the 95% CI (0: none).")
+@click.option("--resamples", type=click.IntRange(0, MAX_RESAMPLES), default=1000, show_default=True,
+              help=f"Bootstrap resamples for the 95% CI (0: none; at most {MAX_RESAMPLES}).")
 @set_option
 @device_option
 @seed_option
@@ -119,12 +109,10 @@ def command(ctx, reference, candidate, metric_names, out_file, force, pair_by_or
     if not names:
         raise UserError("no metric plugins are installed")
     records_by_name = {name: registry.record("metric", name) for name in names}
-    if resamples < 0:
-        raise UserError(f"--resamples must be 0 or more, got {resamples}")
     overrides = split_scoped(parse_set_options(set_items), names)
     device = resolve_device(device)
     metrics = metric_instances(registry, device, names, overrides)
-    out_file = _check_out_file(out_file, force)
+    out_file = _check_out_file(out_file, force, [reference, candidate])
     _require_one_available(metrics)
 
     ref, cand = load_pair(reference, candidate, pair_by_order=pair_by_order)

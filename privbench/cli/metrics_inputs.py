@@ -9,7 +9,7 @@ resizing would change every metric. Every problem is one :class:`UserError` line
 
 from __future__ import annotations
 
-import zipfile
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,10 @@ import torch
 
 from privbench.api import Release
 from privbench.data.arrays import images_to_tensor
+from privbench.data.npz import ZIP_ERRORS, array_headers, open_npz
 from privbench.errors import UserError
+from privbench.imaging import image_size, open_image, printable
+from privbench.limits import check_bytes, shape_bytes
 from privbench.releases import MANIFEST_FILE, load_release
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
@@ -55,42 +58,34 @@ def _image_files(root: Path) -> list[Path]:
 
 
 def _read_npz(path: Path, role: str) -> ImageSet:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{role} {path} is not a readable .npz file: {' '.join(str(exc).split())}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise UserError(f"{role} {path} holds a single array, not an .npz archive with an 'images' array")
-    with archive:
+    where = f"{role} {path}"
+    with open_npz(path, where, "an 'images' array") as archive:
         if "images" not in archive.files:
             found = ", ".join(archive.files) or "none"
             raise UserError(f"{role} {path} has no 'images' array (found: {found})")
+        shape, dtype = array_headers(path, ["images"], where)["images"]
+        check_bytes(shape_bytes(shape, dtype.itemsize) + shape_bytes(shape), f"{where} (images {shape} as float32)")
         try:
             arr = archive["images"]
         except ValueError as exc:
             raise UserError(f"{role} {path}: 'images' needs pickle to load; privbench never unpickles data files") from exc
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except ZIP_ERRORS as exc:
             raise UserError(f"{role} {path}: 'images' is corrupt or truncated") from exc
     return ImageSet(images_to_tensor(arr, f"{role} {path}"), "npz")
 
 
 def _decode(path: Path, role: str) -> np.ndarray:
     """One image as uint8/uint16 H x W (grayscale) or H x W x 3, at its own size."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("I;16", "I;16L", "I;16B"):
-                return np.asarray(img, dtype=np.uint16)
-            if mode in ("1", "L", "LA"):
-                return np.asarray(img.convert("L"), dtype=np.uint8)
-            if mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-                return np.asarray(img.convert("RGB"), dtype=np.uint8)
-            raise UserError(f"{role} image {path} has pixel mode {mode}; save it as 8- or 16-bit grayscale or RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"cannot read {role} image {path}: {' '.join(str(exc).split())}") from exc
+    with open_image(path, f"{role} image") as img:
+        img.load()
+        mode = img.mode
+        if mode in ("I;16", "I;16L", "I;16B"):
+            return np.asarray(img, dtype=np.uint16)
+        if mode in ("1", "L", "LA"):
+            return np.asarray(img.convert("L"), dtype=np.uint8)
+        if mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    raise UserError(f"{role} image {printable(path)} has pixel mode {mode}; save it as 8- or 16-bit grayscale or RGB")
 
 
 def _to_float(arr: np.ndarray) -> np.ndarray:
@@ -107,6 +102,10 @@ def _decode_folders(folders: list[tuple[_Folder, str]], channels: int | None = N
 
     ``channels=3`` (the other input is RGB) replicates grey images to three channels.
     """
+    # Declared sizes first: a file too large, or a set too large as float32 RGB, is refused before decoding.
+    pixels = sum(math.prod(image_size(p, f"{role} image")) for folder, role in folders for p in folder.files)
+    count = sum(len(folder.files) for folder, _ in folders)
+    check_bytes(pixels * 3 * (2 + 4), f"decoding {count} images")
     decoded = [[_decode(p, role) for p in folder.files] for folder, role in folders]
     grey = channels != 3 and all(_is_grey(a) for arrays in decoded for a in arrays)
     first = None
@@ -119,7 +118,8 @@ def _decode_folders(folders: list[tuple[_Folder, str]], channels: int | None = N
             elif arr.shape[:2] != first[1]:
                 h, w = arr.shape[:2]
                 raise UserError(
-                    f"image sizes differ: {path} is {h} x {w} but {first[0]} is {first[1][0]} x {first[1][1]}; "
+                    f"image sizes differ: {printable(path)} is {h} x {w} but {printable(first[0])} is "
+                    f"{first[1][0]} x {first[1][1]}; "
                     f"metrics compare images of equal size"
                 )
             x = _to_float(arr)
@@ -159,7 +159,7 @@ def _pair_by_name(ref: _Folder, cand: _Folder) -> None:
     if only_ref or only_cand:
         side, names = ("REF", only_ref) if only_ref else ("CAND", only_cand)
         raise UserError(
-            f"{len(names)} image(s) in {side} have no namesake in the other folder (e.g. {names[0]}); "
+            f"{len(names)} image(s) in {side} have no namesake in the other folder (e.g. {printable(names[0])}); "
             f"give both folders the same file names or pass --pair-by-order"
         )
     by_name = dict(zip(cand_names, cand.files))

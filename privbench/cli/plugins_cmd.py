@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 
 import click
 from rich.markup import escape
@@ -20,11 +19,12 @@ def _catalogue() -> list[dict]:
     path = registry_dir() / "plugins.toml"
     if not path.is_file():
         return []
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path} is not valid TOML: {exc}") from exc
-    return list(data.get("plugin", []))
+    from privbench.schema import read_toml
+
+    entries = read_toml(path, "plugin catalogue").get("plugin", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"plugin catalogue {path}: 'plugin' must be an array of tables ([[plugin]])")
+    return entries
 
 
 @click.command("plugins")

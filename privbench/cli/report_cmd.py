@@ -20,15 +20,19 @@ from privbench.cli.common import stdout_console
 @click.option("--title", default=None, help="Title of the report.")
 def command(results: Path, out_dir: Path | None, runs_path: Path | None, show_private_images: bool, title: str | None):
     """Write report.html (self-contained) and figures from RESULTS (a results.parquet)."""
-    from privbench.outputs import check_output_dir
+    from privbench.errors import UserError
+    from privbench.outputs import check_own_entries, refuse_overlap
     from privbench.report import write_report
     from privbench.results import read_table
 
     read_table(results)  # a missing or corrupt file fails here, before anything is written
-    out_dir = out_dir or results.parent
-    check_output_dir(out_dir, force=True)
+    out_dir = Path(out_dir or results.parent).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} exists and is not a directory")
     runs_path = runs_path or results.parent / "runs.parquet"
     jobs_dir = results.parent / "jobs"
+    refuse_overlap([out_dir / "report.html", out_dir / "figures"], [results, runs_path, jobs_dir])
+    check_own_entries(out_dir)
     html = write_report(results, out_dir, runs_path=runs_path, jobs_dir=jobs_dir if jobs_dir.is_dir() else None,
                         show_private_images=show_private_images, title=title)
     stdout_console().print(f"report: {html}")

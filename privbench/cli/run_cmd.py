@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import click
@@ -30,8 +31,9 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
     Finished jobs are cached in OUT/jobs/ by a hash of their configuration: run the
     same command again after an interruption and only unfinished jobs run.
     """
-    from privbench.jobs import run_suite
-    from privbench.outputs import check_output_dir
+    from privbench.inputs import dataset_inputs
+    from privbench.jobs import prepare_suite, run_suite
+    from privbench.outputs import check_own_entries, check_suite_dir, refuse_overlap, write_marker
     from privbench.suites import available_suites, parse_suite, suite_path, validate_suite
 
     console = stdout_console()
@@ -46,16 +48,26 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
         spec.datasets = list(dict.fromkeys(data_specs))
     validate_suite(spec, registry)
     out_dir = Path(out_dir) if out_dir else Path("privbench-out") / spec.name
-    from privbench.errors import UserError
-
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "jobs").is_dir():
-        raise UserError(f"{out_dir} is not empty and holds no suite run; choose another --out")
-    check_output_dir(out_dir, force=True)  # reusing a suite's own folder is how it resumes
+    inputs = [p for d in spec.datasets for p in dataset_inputs(d)] + [spec.source]
+    check_suite_dir(out_dir, inputs)  # reusing a suite's own folder is how it resumes
+    if cache_dir is not None:
+        refuse_overlap([cache_dir], inputs)
+    if not no_report:
+        check_own_entries(out_dir)
+    prepared = prepare_suite(spec, registry, cache_dir)  # every refusal before anything is written
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, runs, stats = run_suite(
-        spec, registry, out_dir, device=device, fresh=fresh, quiet=quiet, cache_dir=cache_dir,
-        show_private_images=show_private_images, console=console,
-    )
+    if created:
+        write_marker(out_dir, "run")
+    try:
+        results, runs, stats = run_suite(
+            prepared, registry, out_dir, device=device, fresh=fresh, quiet=quiet, cache_dir=cache_dir,
+            show_private_images=show_private_images, console=console,
+        )
+    except BaseException:
+        if created and not any((out_dir / "jobs").glob("*/job.json")):
+            shutil.rmtree(out_dir, ignore_errors=True)  # nothing finished: leave nothing behind
+        raise
     console.print(
         f"suite [bold]{spec.name}[/]: {stats['jobs']} jobs, {stats['ran']} run, {stats['cached']} reused "
         f"in {stats['seconds']:.1f} s -> {results}"

@@ -9,17 +9,23 @@ Specs:
 ``NAME``                   a dataset card from ``registry/datasets/NAME.toml``
 
 Options follow a ``?``: ``folder:/data/xray?size=64&channels=1``. Known options:
-``size`` (square side in pixels), ``channels`` (1 or 3), ``seed`` (split seed
-where a split is made), ``val_fraction`` / ``test_fraction`` and ``glob``
-(folder only).
+``size`` (square side in pixels, 4 to 2048 or ``PRIVBENCH_MAX_SIZE``), ``channels``
+(1 or 3), ``seed`` (split seed where a split is made, 0 to 2**63-1),
+``val_fraction`` / ``test_fraction`` (each in [0, 1), together below 1) and
+``glob`` (folder only).
+
+What a file declares (array shapes, labels, image sizes) is checked against
+:mod:`privbench.limits` before it is allocated.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from privbench.errors import UserError
+from privbench.limits import check_classes, check_seed, check_size
 
 SCHEMES = ("digits", "npz", "medmnist", "folder")
 OPTIONS = {
@@ -30,6 +36,9 @@ OPTIONS = {
     "test_fraction": float,
     "glob": str,
 }
+DEFAULT_FRACTION = 0.15
+# Classes without any image that labels may leave before they look like a damaged file.
+SPARSE_SLACK = 8
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
@@ -55,7 +64,50 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
                 raise UserError(f"dataset option {key} must be {OPTIONS[key].__name__}, got {value!r}") from exc
     if "channels" in options and options["channels"] not in (1, 3):
         raise UserError(f"dataset option channels must be 1 or 3, got {options['channels']}")
+    if "size" in options:
+        check_size(options["size"])
+    if "seed" in options:
+        check_seed(options["seed"], "dataset option seed")
+    fractions = {k: options.get(k, DEFAULT_FRACTION) for k in ("val_fraction", "test_fraction")}
+    for key, value in fractions.items():
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise UserError(f"dataset option {key} must lie in [0, 1), got {value}")
+    if sum(fractions.values()) >= 1:
+        raise UserError(f"dataset options val_fraction + test_fraction must be below 1, got {sum(fractions.values()):g}")
     return scheme, target, options
+
+
+def _count_classes(splits: dict, what: str, named: bool) -> int:
+    """1 + the largest label, refused beyond the class limit, or (when no class names are given)
+    when most of the classes it implies would hold no image."""
+    import torch
+
+    for key, split in splits.items():
+        if len(split) == 0:
+            raise UserError(f"{what}: the {key} split has no images")
+    top = max(int(s.labels.max()) for s in splits.values())
+    check_classes(top + 1, f"{what}: labels go up to {top}")
+    if not named:
+        present = int(torch.unique(torch.cat([s.labels for s in splits.values()])).numel())
+        empty = top + 1 - present
+        if empty > max(present, SPARSE_SLACK):
+            raise UserError(
+                f"{what}: labels go up to {top} but only {present} distinct values occur, so {empty} of "
+                f"{top + 1} classes would hold no image; number the classes 0..{present - 1}"
+            )
+    return top + 1
+
+
+def _check_converted_size(splits: dict, size: int | None, channels: int | None) -> None:
+    """All splits at the asked size and channels, in float32, checked before any is converted."""
+    from privbench.limits import check_bytes, shape_bytes
+
+    if size is None and channels is None:
+        return
+    n = sum(len(s) for s in splits.values())
+    c, h, w = splits["train"].images.shape[1:]
+    shape = (channels or c, size or h, size or w)
+    check_bytes(shape_bytes((n, *shape)), f"{n} images of {' x '.join(map(str, shape))}")
 
 
 def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # noqa: F821
@@ -63,6 +115,7 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
     from privbench.api import Dataset, default_cache_dir
     from privbench.data import cards as cards_mod
     from privbench.data.arrays import resize, set_channels
+    from privbench.imaging import printable
 
     scheme, target, options = parse_spec(spec)
     card = None
@@ -127,19 +180,21 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
             channels=channels,
             seed=seed,
             pattern=options.get("glob") or (card.options.get("glob") if card else None) or "**/*",
-            val_fraction=options.get("val_fraction", 0.15),
-            test_fraction=options.get("test_fraction", 0.15),
+            val_fraction=options.get("val_fraction", DEFAULT_FRACTION),
+            test_fraction=options.get("test_fraction", DEFAULT_FRACTION),
             cache_dir=cache_dir or default_cache_dir(),
         )
         name = name or Path(target).expanduser().resolve().name
 
+    name = printable(name)
+    num_classes = _count_classes(splits, f"dataset {name!r}", named=bool(class_names or (card and card.classes)))
     if scheme != "folder":
+        _check_converted_size(splits, None if scheme == "digits" else size, channels)
         for key, split in splits.items():
             images = set_channels(split.images, channels)
             images = resize(images, size if scheme != "digits" else None)
             splits[key] = type(split)(images.contiguous(), split.labels, split.attributes)
 
-    num_classes = 1 + max(int(s.labels.max()) for s in splits.values())
     if card is not None and card.classes and scheme != "folder":
         if num_classes > len(card.classes):
             raise UserError(f"dataset card {card.name!r} lists {len(card.classes)} classes but labels go up to {num_classes - 1}")

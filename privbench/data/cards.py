@@ -8,13 +8,27 @@ without an explicit flag).
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from privbench.errors import UserError
 from privbench.registry_path import registry_dir
+from privbench.schema import (
+    PLAIN_NAME_EXPECTED,
+    Field,
+    as_list,
+    check_fields,
+    int_between,
+    is_bool,
+    is_nonempty_str,
+    is_plain_name,
+    is_str,
+    is_table,
+    list_of,
+    one_of,
+    one_or_list,
+    read_toml,
+)
 
 ENV_DATA_ROOT = "PRIVBENCH_DATA_ROOT"
 ENV_MEDMNIST_ROOT = "MEDMNIST_ROOT"
@@ -70,31 +84,45 @@ class DatasetCard:
         return False, self.spec
 
 
+CARD_FIELDS = (
+    Field("name", is_plain_name, PLAIN_NAME_EXPECTED, required=True),
+    Field("title", is_str, "a string"),
+    Field("loader", is_nonempty_str, "a loader spec such as folder:{data_root}/NAME (a string)", required=True),
+    Field("classes", list_of(is_str), "a list of class names (strings)", required=True),
+    Field("image_size", int_between(1), "a positive integer (pixels)"),
+    Field("channels", one_of(1, 3), "1 or 3"),
+    Field("licence", is_str, "a string"),
+    Field("source", is_str, "a string"),
+    Field("public", is_bool, "true or false"),
+    Field("description", is_str, "a string"),
+    Field("layout", is_str, "a string"),
+    Field("sha256", one_or_list(is_str), "a SHA-256 checksum or a list of them (strings)"),
+    Field("attributes", list_of(is_str), "a list of attribute names (strings)"),
+    Field("options", is_table, "a table of loader options"),
+)
+OPTION_FIELDS = (Field("glob", is_str, "a glob pattern for the image files (a string)"),)
+
+
 def _card_from_toml(path: Path) -> DatasetCard:
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UserError(f"dataset card {path} is not valid TOML: {exc}") from exc
-    try:
-        sha = data.get("sha256", ())
-        return DatasetCard(
-            name=data["name"],
-            title=data.get("title", data["name"]),
-            loader=data["loader"],
-            classes=tuple(data["classes"]),
-            image_size=data.get("image_size"),
-            channels=data.get("channels"),
-            licence=data.get("licence", ""),
-            source=data.get("source", ""),
-            public=bool(data.get("public", False)),
-            description=data.get("description", ""),
-            layout=data.get("layout", ""),
-            sha256=(sha,) if isinstance(sha, str) else tuple(sha),
-            attributes=tuple(data.get("attributes", ())),
-            options=dict(data.get("options", {})),
-        )
-    except KeyError as exc:
-        raise UserError(f"dataset card {path} lacks the key {exc.args[0]!r}") from exc
+    where = f"dataset card {path}"
+    data = check_fields(read_toml(path, "dataset card"), CARD_FIELDS, where)
+    check_fields(data.get("options", {}), OPTION_FIELDS, f"{where}, [options]")
+    return DatasetCard(
+        name=data["name"],
+        title=data.get("title", data["name"]),
+        loader=data["loader"],
+        classes=tuple(data["classes"]),
+        image_size=data.get("image_size"),
+        channels=data.get("channels"),
+        licence=data.get("licence", ""),
+        source=data.get("source", ""),
+        public=data.get("public", False),
+        description=data.get("description", ""),
+        layout=data.get("layout", ""),
+        sha256=tuple(as_list(data.get("sha256"))),
+        attributes=tuple(data.get("attributes", ())),
+        options=dict(data.get("options", {})),
+    )
 
 
 def load_cards(directory: Path | None = None) -> dict[str, DatasetCard]:

@@ -10,6 +10,11 @@ Two layouts are understood:
 Images are decoded with Pillow, converted to grayscale or RGB, resized to a
 square ``size`` and cached as uint8 arrays under the cache directory, keyed by
 the file list, sizes, modification times and options, so a second load is fast.
+
+Only the tree's own regular folders and files are read: no symbolic link inside
+it is followed, so a link cannot add a copy of the data as another class, nor
+bring in files from elsewhere (the root itself may be a link). File and folder
+names that are not UTF-8 are read, and class names show their bytes as ``\\xNN``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import torch
 from privbench.api import Split
 from privbench.data.splits import stratified_split
 from privbench.errors import UserError
+from privbench.imaging import image_size, open_image, printable
+from privbench.limits import check_bytes, check_classes, check_size, shape_bytes
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
 SPLIT_ALIASES = {
@@ -36,7 +43,19 @@ DEFAULT_SIZE = 64
 
 
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The visible sub-folders that are folders of the tree itself, not links."""
+    try:
+        entries = list(path.iterdir())
+    except OSError as exc:
+        raise UserError(f"cannot list the folder {printable(path)}: {exc.strerror or exc}") from exc
+    return sorted(p for p in entries if not p.name.startswith(".") and not p.is_symlink() and p.is_dir())
+
+
+def _links(path: Path) -> int:
+    try:
+        return sum(1 for p in path.iterdir() if p.is_symlink())
+    except OSError:
+        return 0
 
 
 def _find_split_dirs(root: Path) -> dict[str, Path]:
@@ -51,16 +70,33 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
 
 
 def _image_files(class_dir: Path, pattern: str) -> list[Path]:
-    return sorted(
-        p for p in class_dir.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
-    )
+    """Image files under ``class_dir`` matching ``pattern``, none hidden, none reached through a link."""
+    try:
+        real = class_dir.resolve()
+        candidates = list(class_dir.glob(pattern))
+    except (ValueError, NotImplementedError) as exc:
+        raise UserError(f"dataset option glob={pattern!r} is not a usable pattern: {exc}") from exc
+    except OSError as exc:
+        raise UserError(f"cannot list the folder {printable(class_dir)}: {exc.strerror or exc}") from exc
+    files = []
+    for p in candidates:
+        rel = p.relative_to(class_dir)
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            if p.is_symlink() or not p.is_file() or p.resolve() != real / rel:
+                continue
+        except (OSError, RuntimeError):  # a link loop, or no permission
+            continue
+        files.append(p)
+    return sorted(files)
 
 
 def _collect(split_dir: Path, class_names: list[str], pattern: str) -> tuple[list[Path], list[int]]:
     files, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = split_dir / name
-        if not class_dir.is_dir():
+        if class_dir.is_symlink() or not class_dir.is_dir():
             continue
         found = _image_files(class_dir, pattern)
         files += found
@@ -69,36 +105,29 @@ def _collect(split_dir: Path, class_names: list[str], pattern: str) -> tuple[lis
 
 
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: rescale before 8-bit conversion
-                arr = np.asarray(img, dtype=np.float64)
-                span = arr.max() - arr.min()
-                arr = (arr - arr.min()) / span * 255 if span > 0 else np.zeros_like(arr)
-                img = Image.fromarray(arr.astype(np.uint8))
-            img = img.convert(mode)
-            img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-            return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UserError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+    with open_image(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit scans: rescale before 8-bit conversion
+            arr = np.asarray(img, dtype=np.float64)
+            span = arr.max() - arr.min()
+            arr = (arr - arr.min()) / span * 255 if span > 0 else np.zeros_like(arr)
+            img = Image.fromarray(arr.astype(np.uint8))
+        img = img.convert(mode)
+        img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return np.asarray(img, dtype=np.uint8)
 
 
 def _guess_channels(files: list[Path]) -> int:
     """3 if any of the first images has colour in it, else 1 (X-rays are often saved as RGB)."""
-    from PIL import Image
-
     for path in files[:16]:
-        try:
-            with Image.open(path) as img:
-                if img.mode in ("RGB", "RGBA", "P"):
-                    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
-                    if np.abs(arr[..., 0] - arr[..., 1]).max() > 8 or np.abs(arr[..., 1] - arr[..., 2]).max() > 8:
-                        return 3
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise UserError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+        image_size(path)
+        with open_image(path) as img:
+            if img.mode in ("RGB", "RGBA", "P"):
+                arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+                if np.abs(arr[..., 0] - arr[..., 1]).max() > 8 or np.abs(arr[..., 1] - arr[..., 2]).max() > 8:
+                    return 3
     return 1
 
 
@@ -106,8 +135,11 @@ def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | N
     mode = "L" if channels == 1 else "RGB"
     key = hashlib.sha256(repr((size, channels)).encode())
     for f in files:
-        st = f.stat()
-        key.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        try:
+            st = f.stat()
+        except OSError as exc:
+            raise UserError(f"cannot read image {printable(f)}: {exc.strerror or exc}") from exc
+        key.update(os.fsencode(f.resolve()) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     cache_file = cache_dir / "folders" / f"{key.hexdigest()[:24]}.npy" if cache_dir else None
     if cache_file is not None and cache_file.is_file():
         try:
@@ -116,6 +148,8 @@ def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | N
                 return arr
         except (ValueError, OSError, EOFError):
             pass  # a damaged cache entry is rebuilt
+    for f in files:  # declared sizes first, in this thread, before any decoding
+        image_size(f)
     workers = min(8, (os.cpu_count() or 2))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(lambda p: _decode(p, size, mode), files))
@@ -149,23 +183,30 @@ def read_folder_splits(
 ) -> tuple[dict[str, Split], list[str]]:
     root = Path(root).expanduser()
     if not root.exists():
-        raise UserError(f"no such folder: {root}")
+        raise UserError(f"no such folder: {printable(root)}")
     if not root.is_dir():
-        raise UserError(f"{root} is not a folder")
+        raise UserError(f"{printable(root)} is not a folder")
     size = size or DEFAULT_SIZE
+    check_size(size)
     split_dirs = _find_split_dirs(root)
     base = split_dirs.get("train", root)
     class_names = [p.name for p in _subdirs(base) if _image_files(p, pattern)]
     if len(class_names) < 2:
-        found = ", ".join(class_names) or "none"
+        found = ", ".join(printable(n) for n in class_names) or "none"
+        links = _links(base)
+        skipped = f" ({links} symbolic link(s) there are not followed)" if links else ""
         raise UserError(
-            f"{base} holds image files for {len(class_names)} class folder(s) ({found}); "
+            f"{printable(base)} holds image files for {len(class_names)} class folder(s) ({found}){skipped}; "
             f"privbench needs at least two classes, one sub-folder each"
         )
+    check_classes(len(class_names), f"{printable(base)}: one class per sub-folder")
+    shown = [printable(n) for n in class_names]
+    if len(set(shown)) < len(shown):
+        raise UserError(f"{printable(base)}: two class folders have names that print the same ({', '.join(shown)})")
     for split, d in split_dirs.items():
         extra = sorted({p.name for p in _subdirs(d) if _image_files(p, pattern)} - set(class_names))
         if extra:
-            raise UserError(f"{d} has class folder(s) {', '.join(extra)} that {base} lacks")
+            raise UserError(f"{printable(d)} has class folder(s) {', '.join(map(printable, extra))} that {printable(base)} lacks")
 
     files, labels = _collect(base, class_names, pattern)
     groups: dict[str, tuple[list[Path], list[int]]] = {}
@@ -188,12 +229,15 @@ def read_folder_splits(
         channels = _guess_channels(files)
     if channels not in (1, 3):
         raise UserError(f"channels must be 1 or 3, got {channels}")
+    for split in ("train", "val", "test"):
+        if not groups[split][0]:
+            raise UserError(f"{printable(root)}: the {split} split has no images")
+    count = sum(len(g[0]) for g in groups.values())
+    check_bytes(shape_bytes((count, channels, size, size), 5), f"{count} images of {channels} x {size} x {size}")
     splits = {}
     for split in ("train", "val", "test"):
         split_files, split_labels = groups[split]
-        if not split_files:
-            raise UserError(f"{root}: the {split} split has no images")
         arr = _decode_all(split_files, size, channels, cache_dir)
         images = torch.from_numpy(arr).float().div_(255.0)
         splits[split] = Split(images, torch.tensor(split_labels, dtype=torch.int64))
-    return splits, class_names
+    return splits, shown

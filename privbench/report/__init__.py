@@ -56,13 +56,14 @@ def _job_figures(jobs_dir: Path | None, allowed_private: set[str], several_seeds
     """PNG files the jobs wrote, with dataset and release; private ones only for allowed datasets."""
     if jobs_dir is None or not jobs_dir.is_dir():
         return []
-    import pyarrow.parquet as pq
+    from privbench.jobs import JOB_FILE, read_job_file
+    from privbench.results import read_runs
 
     out = []
-    for job_file in sorted(jobs_dir.glob("*/job.json")):
-        meta = json.loads(job_file.read_text())
+    for job_file in sorted(jobs_dir.glob(f"*/{JOB_FILE}")):
+        meta = read_job_file(job_file)
         runs = job_file.parent / "runs.parquet"
-        row = pq.read_table(runs).to_pylist()[0] if runs.is_file() else {}
+        row = next(iter(read_runs(runs)), {}) if runs.is_file() else {}
         dataset = row.get("dataset")
         for png in sorted(job_file.parent.rglob("*.png")):
             private = png.name in PRIVATE_FIGURES
@@ -255,15 +256,29 @@ def _settings_section(runs: list[dict[str, Any]]) -> str:
 
 def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = None, jobs_dir: Path | None = None,
                  show_private_images: bool = False, title: str | None = None) -> Path:
-    """Write report.html and figures/*.png into ``out_dir``; return the HTML path."""
-    from privbench.results import atomic_write, read_records
+    """Write report.html and figures/*.png into ``out_dir``; return the HTML path.
 
-    records = read_records(Path(results_path))
-    runs = read_records(runs_path) if runs_path and Path(runs_path).is_file() else []
+    Inputs are read and checked first; the figures and the page are made in a
+    staging folder and moved in at the end, so a failure changes nothing.
+    """
+    from privbench.results import read_results, read_runs
+
+    records = read_results(Path(results_path))
+    runs = read_runs(runs_path) if runs_path and Path(runs_path).is_file() else []
+    from privbench.outputs import check_own_entries, staged_into
+
     out_dir = Path(out_dir)
+    check_own_entries(out_dir)
+    with staged_into(out_dir, ("figures", "report.html"), command="report") as stage:
+        _write_report(records, runs, stage, jobs_dir=jobs_dir, show_private_images=show_private_images, title=title)
+    return out_dir / "report.html"
+
+
+def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir: Path, *,
+                  jobs_dir: Path | None, show_private_images: bool, title: str | None) -> None:
+    from privbench.results import atomic_write
+
     figures_dir = out_dir / "figures"
-    if figures_dir.exists():
-        shutil.rmtree(figures_dir)
     figures_dir.mkdir(parents=True)
 
     datasets = {r["dataset"] for r in records} | {r["dataset"] for r in runs}
@@ -344,6 +359,4 @@ def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = 
     parts.append("<h2>All results</h2>" + _all_results_section(records))
     parts.append("<h2>Runs and settings</h2>" + _settings_section(runs))
     document = H.page(title, "".join(parts))
-    out_path = out_dir / "report.html"
-    atomic_write(out_path, lambda tmp: tmp.write_text(document, encoding="utf-8"))
-    return out_path
+    atomic_write(out_dir / "report.html", lambda tmp: tmp.write_text(document, encoding="utf-8"))

@@ -53,12 +53,15 @@ class _Coreset(Distiller):
     Config = CoresetConfig
     select = staticmethod(_herding)
 
+    def check(self, private: Dataset, ipc: int, config: CoresetConfig) -> None:
+        require_ipc_fits(private, ipc, why=f"{self.name} selects real images")
+
     def distill(self, private: Dataset, ipc: int, config: CoresetConfig, ctx: RunContext) -> Release:
         import torch
 
         from privbench_coreset.features import embed
 
-        require_ipc_fits(private, ipc, why=f"{self.name} selects real images")
+        self.check(private, ipc, config)
         x, y = private.train.images, private.train.labels
         feats = embed(x, config.features, ctx.seed, ctx.device)
         picks = []

@@ -143,9 +143,12 @@ class DDM(Distiller):
     name = "ddm"
     Config = DDMConfig
 
-    def distill(self, private: Dataset, ipc: int, config: DDMConfig, ctx: RunContext) -> Release:
+    def check(self, private: Dataset, ipc: int, config: DDMConfig) -> None:
         if ipc is None or ipc < 1:
             raise UserError(f"ipc must be a positive number of images per class, got {ipc}")
+
+    def distill(self, private: Dataset, ipc: int, config: DDMConfig, ctx: RunContext) -> Release:
+        self.check(private, ipc, config)
         from privbench_builtins.distillers._ddm_pipeline import run
 
         return run(private, ipc, config, ctx)

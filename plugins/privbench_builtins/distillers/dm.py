@@ -62,6 +62,11 @@ class DistributionMatching(Distiller):
     name = "dm"
     Config = DMConfig
 
+    def check(self, private: Dataset, ipc: int, config: DMConfig) -> None:
+        from privbench_builtins.distillers._matching import check_request
+
+        check_request(private, ipc, config.init, self.name)
+
     def distill(self, private: Dataset, ipc: int, config: DMConfig, ctx: RunContext) -> Release:
         from privbench_builtins.distillers._dm import distribution_matching
 

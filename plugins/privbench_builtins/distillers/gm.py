@@ -69,6 +69,11 @@ class GradientMatching(Distiller):
     name = "gm"
     Config = GMConfig
 
+    def check(self, private: Dataset, ipc: int, config: GMConfig) -> None:
+        from privbench_builtins.distillers._matching import check_request
+
+        check_request(private, ipc, config.init, self.name)
+
     def distill(self, private: Dataset, ipc: int, config: GMConfig, ctx: RunContext) -> Release:
         from privbench_builtins.distillers._gm import gradient_matching
 

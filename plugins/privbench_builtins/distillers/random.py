@@ -23,10 +23,13 @@ class RandomSubset(Distiller):
     name = "random"
     Config = RandomConfig
 
+    def check(self, private: Dataset, ipc: int, config: RandomConfig) -> None:
+        require_ipc_fits(private, ipc, why="random draws real images")
+
     def distill(self, private: Dataset, ipc: int, config: RandomConfig, ctx: RunContext) -> Release:
         import torch
 
-        require_ipc_fits(private, ipc, why="random draws real images")
+        self.check(private, ipc, config)
         labels = private.train.labels
         picks = []
         for c in range(private.num_classes):
