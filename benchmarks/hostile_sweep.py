@@ -6,6 +6,7 @@ in its own child process in a scratch folder::
 
     python benchmarks/hostile_sweep.py            # every case, a table, exit 1 if any broke the promise
     python benchmarks/hostile_sweep.py --only npz  # cases whose name contains "npz"
+    python benchmarks/hostile_sweep.py --known     # the inputs of each class guarded by design (hostile_known.py)
 
 It takes a few minutes on 2 cores (each case starts Python and torch).
 """
@@ -35,7 +36,7 @@ class Case:
     name: str
     make: Callable[[Path], list[str]]  # builds its inputs in the scratch folder, returns the argv
     expect: int = 2
-    env: dict[str, str] | None = None
+    env: dict[str, str] | Callable[[Path], dict[str, str]] | None = None
 
 
 def npz(path: Path, n=(20, 6, 6), size=8, classes=2, **changes) -> Path:
@@ -312,9 +313,10 @@ def snapshot(root: Path) -> dict[str, str]:
 def run_case(case: Case, scratch: Path) -> tuple[bool, str]:
     work = Path(tempfile.mkdtemp(dir=scratch))
     argv = case.make(work)
+    extra = case.env(work) if callable(case.env) else case.env or {}
     before = snapshot(work)
     env = {**os.environ, "PRIVBENCH_CACHE_DIR": str(work / "cache"), "HOME": str(work / "home"),
-           "OMP_NUM_THREADS": "1", **(case.env or {})}
+           "OMP_NUM_THREADS": "1", **extra}
     proc = subprocess.run([sys.executable, "-m", "privbench", *map(str, argv)], cwd=work, capture_output=True, errors="backslashreplace",
                           text=True, env=env, timeout=300)
     after = snapshot(work)
@@ -340,8 +342,15 @@ def run_case(case: Case, scratch: Path) -> tuple[bool, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    parser.add_argument("--known", action="store_true", help="run the cases of hostile_known.py instead")
     args = parser.parse_args()
-    chosen = [c for c in cases() if args.only in c.name]
+    if args.known:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from hostile_known import known_cases
+
+        chosen = [c for c in known_cases() if args.only in c.name]
+    else:
+        chosen = [c for c in cases() if args.only in c.name]
     broken = 0
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
