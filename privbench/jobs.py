@@ -224,8 +224,11 @@ def execute_job(job: Job, stage: Path, *, registry: Registry, datasets: dict[str
     return {"rows": len(records)}
 
 
-def collect_tables(store: JobStore, jobs: list[Job], out_dir: Path) -> tuple[Path, Path]:
-    """Assemble results.parquet and runs.parquet from the finished jobs, in plan order."""
+def collect_tables(store: JobStore, jobs: list[Job], out_dir: Path, reproduces: str | None = None) -> tuple[Path, Path]:
+    """Assemble results.parquet and runs.parquet from the finished jobs, in plan order.
+
+    ``reproduces`` (a paper's name) goes into the results table's metadata, for the report.
+    """
     import pyarrow as pa
 
     from privbench.results import RESULTS_SCHEMA, RUNS_SCHEMA, read_table, write_table
@@ -238,7 +241,12 @@ def collect_tables(store: JobStore, jobs: list[Job], out_dir: Path) -> tuple[Pat
         if (d / "runs.parquet").is_file():
             runs.append(read_table(d / "runs.parquet", RUNS_SCHEMA, what="job runs table"))
     res_path, runs_path = out_dir / "results.parquet", out_dir / "runs.parquet"
-    write_table(res_path, pa.concat_tables(results) if results else RESULTS_SCHEMA.empty_table())
+    table = pa.concat_tables(results) if results else RESULTS_SCHEMA.empty_table()
+    if reproduces:
+        from privbench.report.paper import METADATA_KEY
+
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: reproduces.encode()})
+    write_table(res_path, table)
     write_table(runs_path, pa.concat_tables(runs) if runs else RUNS_SCHEMA.empty_table())
     return res_path, runs_path
 
@@ -299,7 +307,7 @@ def run_suite(prepared: PreparedSuite, registry: Registry, out_dir: Path, *, dev
                 console.print(f"[green]done[/] {job.label} ({time.perf_counter() - t0:.1f} s)")
             bar.advance(1)
     stats["seconds"] = time.perf_counter() - started
-    res_path, runs_path = collect_tables(store, jobs, out_dir)
+    res_path, runs_path = collect_tables(store, jobs, out_dir, suite.reproduces)
     (out_dir / "suite.json").write_text(
         canonical_json({"suite": suite.name, "source": str(suite.source), "raw": suite.raw,
                         "jobs": [{"key": j.key, "kind": j.kind, "label": j.label} for j in jobs]})

@@ -87,7 +87,10 @@ AUDIT_FIELDS = (
     Field("config", table_of(is_table), TABLES),
     Field("metric_config", table_of(is_table), TABLES),
 )
-REPORT_FIELDS = (Field("show_private_images", is_bool, "true or false"),)
+REPORT_FIELDS = (
+    Field("show_private_images", is_bool, "true or false"),
+    Field("reproduces", is_nonempty_str, "the name of a paper in registry/papers/"),
+)
 
 @dataclass(frozen=True)
 class ReleaseSpec:
@@ -117,6 +120,7 @@ class Suite:
     attack_config: dict[str, dict[str, Any]]
     metric_config: dict[str, dict[str, Any]]
     show_private_images: bool = False
+    reproduces: str | None = None
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +181,7 @@ def parse_suite(path: Path) -> Suite:
         attack_config={k: dict(v) for k, v in audit.get("config", {}).items()},
         metric_config={k: dict(v) for k, v in audit.get("metric_config", {}).items()},
         show_private_images=report.get("show_private_images", False),
+        reproduces=report.get("reproduces"),
         source=path,
         raw=raw,
     )
@@ -231,6 +236,10 @@ def validate_suite(suite: Suite, registry: Registry) -> None:
     extra = sorted(set(suite.attack_config) - set(suite.attacks))
     if extra:
         raise UserError(f"suite {suite.name}: [audit.config] names attack(s) {', '.join(extra)} that [audit] attacks does not run")
+    if suite.reproduces:
+        from privbench.report.paper import load_paper
+
+        load_paper(suite.reproduces)
     for name in suite.metrics:
         registry.get("metric", name)
     for name, options in suite.metric_config.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Literal
 
 import privbench
@@ -97,6 +98,29 @@ def check_models(models: Iterable[str]) -> None:
             raise UserError(f"unknown evaluation model {name!r}; valid models: {', '.join(MODELS)}")
 
 
+IMAGENET_FILES = {"resnet18": ("resnet18-f37072fd.pth",), "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")}
+"""torchvision's ImageNet weight files, as its downloader names them in the torch hub cache."""
+
+
+def resolve_weights(model: str, weights: str | None) -> str | None:
+    """The weights file a ResNet starts from: a path, or ``imagenet`` for torchvision's file in the hub cache.
+
+    ``imagenet`` without the file means training from scratch (the caller warns);
+    nothing is ever downloaded.
+    """
+    if not weights or model == "convnet":
+        return None
+    if weights != "imagenet":
+        return weights
+    import torch
+
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    for name in IMAGENET_FILES.get(model, ()):
+        if (checkpoints / name).is_file():
+            return str(checkpoints / name)
+    return None
+
+
 def _check_release(release: Release, dataset: Dataset) -> None:
     if len(release) == 0:
         raise UserError("the release holds no images, so no classifier can be trained on it")
@@ -129,7 +153,7 @@ def train_on_release(
         dataset.channels,
         dataset.num_classes,
         dataset.image_shape[1:],
-        weights=config.weights,
+        weights=resolve_weights(key, config.weights),
         seed=derive_seed(seed, "init"),
         mean=mean,
         std=std,
@@ -169,6 +193,11 @@ def evaluate_release(
     for name in models:
         key = name.lower()
         warnings_before = len(ctx.warnings)
+        if key != "convnet" and config.weights == "imagenet" and resolve_weights(key, config.weights) is None:
+            import torch
+
+            ctx.warn(f"no ImageNet weights for {key} in {Path(torch.hub.get_dir()) / 'checkpoints'} (expected "
+                     f"{' or '.join(IMAGENET_FILES[key])}): it is trained from scratch")
         started_at = utcnow()
         t0 = time.perf_counter()
         per_seed: dict[str, list[float]] = {m: [] for m in MEASURES}
@@ -199,7 +228,8 @@ def evaluate_release(
             evaluator=key,
             plugin_package="privbench",
             plugin_version=privbench.__version__,
-            config={"model": key, "seeds": seeds, "options": config_to_dict(config), **release_columns(release)},
+            config={"model": key, "seeds": seeds, "options": config_to_dict(config),
+                    "weights_loaded": resolve_weights(key, config.weights), **release_columns(release)},
             seed=ctx.seed,
             device=ctx.device,
             warnings=ctx.warnings[warnings_before:],

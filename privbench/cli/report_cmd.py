@@ -18,7 +18,11 @@ from privbench.cli.common import stdout_console
 @click.option("--show-private-images", is_flag=True,
               help="Include figures of private images even if the dataset card does not mark the data public.")
 @click.option("--title", default=None, help="Title of the report.")
-def command(results: Path, out_dir: Path | None, runs_path: Path | None, show_private_images: bool, title: str | None):
+@click.option("--paper", default=None, metavar="NAME",
+              help="Set a paper's published figures (registry/papers/NAME.toml) beside the measured ones "
+                   "(default: the paper the suite declares it reproduces, if any).")
+def command(results: Path, out_dir: Path | None, runs_path: Path | None, show_private_images: bool, title: str | None,
+            paper: str | None):
     """Write report.html (self-contained) and figures from RESULTS (a results.parquet)."""
     from privbench.errors import UserError
     from privbench.outputs import check_own_entries, refuse_overlap
@@ -34,5 +38,5 @@ def command(results: Path, out_dir: Path | None, runs_path: Path | None, show_pr
     refuse_overlap([out_dir / "report.html", out_dir / "figures"], [results, runs_path, jobs_dir])
     check_own_entries(out_dir)
     html = write_report(results, out_dir, runs_path=runs_path, jobs_dir=jobs_dir if jobs_dir.is_dir() else None,
-                        show_private_images=show_private_images, title=title)
+                        show_private_images=show_private_images, title=title, paper=paper)
     stdout_console().print(f"report: {html}")

@@ -255,7 +255,7 @@ def _settings_section(runs: list[dict[str, Any]]) -> str:
 
 
 def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = None, jobs_dir: Path | None = None,
-                 show_private_images: bool = False, title: str | None = None) -> Path:
+                 show_private_images: bool = False, title: str | None = None, paper: str | None = None) -> Path:
     """Write report.html and figures/*.png into ``out_dir``; return the HTML path.
 
     Inputs are read and checked first; the figures and the page are made in a
@@ -266,16 +266,20 @@ def write_report(results_path: Path, out_dir: Path, *, runs_path: Path | None = 
     records = read_results(Path(results_path))
     runs = read_runs(runs_path) if runs_path and Path(runs_path).is_file() else []
     from privbench.outputs import check_own_entries, staged_into
+    from privbench.report.paper import declared_paper, load_paper
 
+    paper = paper or declared_paper(Path(results_path))
+    published = load_paper(paper) if paper else None
     out_dir = Path(out_dir)
     check_own_entries(out_dir)
     with staged_into(out_dir, ("figures", "report.html"), command="report") as stage:
-        _write_report(records, runs, stage, jobs_dir=jobs_dir, show_private_images=show_private_images, title=title)
+        _write_report(records, runs, stage, jobs_dir=jobs_dir, show_private_images=show_private_images, title=title,
+                      published=published)
     return out_dir / "report.html"
 
 
 def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir: Path, *,
-                  jobs_dir: Path | None, show_private_images: bool, title: str | None) -> None:
+                  jobs_dir: Path | None, show_private_images: bool, title: str | None, published: Any = None) -> None:
     from privbench.results import atomic_write
 
     figures_dir = out_dir / "figures"
@@ -356,6 +360,10 @@ def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out
                                for f in figs) + "</div>")
     if not job_figs:
         parts.append("<p class='note'>No figures were produced by the jobs.</p>")
+    if published is not None:
+        from privbench.report.paper import paper_section
+
+        parts.append(paper_section(records, runs, published))
     parts.append("<h2>All results</h2>" + _all_results_section(records))
     parts.append("<h2>Runs and settings</h2>" + _settings_section(runs))
     document = H.page(title, "".join(parts))
