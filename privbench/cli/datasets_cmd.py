@@ -9,7 +9,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from privbench.cli.common import stdout_console
-from privbench.data.cards import load_cards
+from privbench.data.cards import DatasetCard, load_cards
+
+
+def _protocol(card: DatasetCard) -> str:
+    """How a card's folder becomes its splits, in a few words: two cards on one folder differ here."""
+    options = card.options
+    words = []
+    if "classes" in options:
+        words.append("merged" if any(len(sources) > 1 for _, sources in options["classes"]) else "selected")
+    if options.get("balance"):
+        words.append("balanced")
+    if options.get("split"):
+        words.append("{}/{}".format(*options["split"]))
+    return ", ".join(words)
 
 
 @click.command("datasets")
@@ -31,6 +44,9 @@ def command(as_json: bool, show_layout: bool) -> None:
                 "channels": card.channels,
                 "licence": card.licence,
                 "public": card.public,
+                "protocol": _protocol(card),
+                "class_sources": {name: list(sources) for name, sources in card.options["classes"]}
+                if "classes" in card.options else None,
                 "available": available,
                 "where": where,
                 "layout": card.layout.strip(),
@@ -42,7 +58,7 @@ def command(as_json: bool, show_layout: bool) -> None:
         return
     console = stdout_console()
     table = Table(title="privbench datasets")
-    for col in ("name", "title", "classes", "size", "available", "where"):
+    for col in ("name", "title", "classes", "size", "protocol", "available", "where"):
         table.add_column(col)
     for r in rows:
         size = f"{r['image_size']} px" if r["image_size"] else "native"
@@ -51,6 +67,7 @@ def command(as_json: bool, show_layout: bool) -> None:
             escape(r["title"]),
             str(len(r["classes"])),
             size,
+            escape(r["protocol"]),
             "[green]yes[/]" if r["available"] else "[yellow]no[/]",
             escape(r["where"]),
         )

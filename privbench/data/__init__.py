@@ -11,8 +11,13 @@ Specs:
 Options follow a ``?``: ``folder:/data/xray?size=64&channels=1``. Known options:
 ``size`` (square side in pixels, 4 to 2048 or ``PRIVBENCH_MAX_SIZE``), ``channels``
 (1 or 3), ``seed`` (split seed where a split is made, 0 to 2**63-1),
-``val_fraction`` / ``test_fraction`` (each in [0, 1), together below 1) and
-``glob`` (folder only).
+``val_fraction`` / ``test_fraction`` (each in [0, 1), together below 1), and for
+folders only: ``glob``, ``classes`` (``COVID,Normal`` selects class folders,
+``tumour:glioma+pituitary,normal:notumor`` merges them), ``balance`` (``true``:
+every class subsampled to the smallest) and ``split`` (``80/20``: a train/test
+partition, val carved out of train; official split folders are pooled first).
+A card's ``[options]`` table takes ``glob``, ``classes``, ``balance``, ``split``,
+``val_fraction`` and ``test_fraction``; options in the spec win over the card's.
 
 What a file declares (array shapes, labels, image sizes) is checked against
 :mod:`privbench.limits` before it is allocated.
@@ -28,13 +33,50 @@ from privbench.errors import UserError
 from privbench.limits import check_classes, check_seed, check_size
 
 SCHEMES = ("digits", "npz", "medmnist", "folder")
+
+
+def _flag(value: str) -> bool:
+    """``balance=true``: the words a query string can carry for a TOML boolean."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no"):
+        return False
+    raise ValueError(value)
+
+
+def _split(value: str) -> tuple[int, int]:
+    """``split=80/20``, read as a card's ``split`` is."""
+    from privbench.data.cards import parse_split
+
+    split = parse_split(value)
+    if split is None:
+        raise ValueError(value)
+    return split
+
+
+def _classes(value: str) -> tuple:
+    """``classes=...``, checked as a card's ``classes`` is (bar the card's own class list)."""
+    from privbench.data.cards import class_map_problem, parse_class_text
+
+    pairs = parse_class_text(value)
+    problem = class_map_problem(pairs)
+    if problem:
+        raise UserError(f"dataset option classes {problem}")
+    return pairs
+
+
+# Each option: how its text is read, and what it must be in words.
 OPTIONS = {
-    "size": int,
-    "channels": int,
-    "seed": int,
-    "val_fraction": float,
-    "test_fraction": float,
-    "glob": str,
+    "size": (int, "int"),
+    "channels": (int, "int"),
+    "seed": (int, "int"),
+    "val_fraction": (float, "float"),
+    "test_fraction": (float, "float"),
+    "glob": (str, "str"),
+    "classes": (_classes, "class folders separated by commas, each optionally CLASS:FOLDER+FOLDER"),
+    "balance": (_flag, "true or false"),
+    "split": (_split, "train/test percentages such as 80/20 (adding up to 100)"),
 }
 DEFAULT_FRACTION = 0.15
 # Classes without any image that labels may leave before they look like a damaged file.
@@ -42,7 +84,13 @@ SPARSE_SLACK = 8
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """``"folder:/x?size=64"`` -> ``("folder", "/x", {"size": 64})``."""
+    """``"folder:/x?size=64"`` -> ``("folder", "/x", {"size": 64})``.
+
+    How the options combine is checked here unless the spec names a card: then it is
+    checked once they are merged with the card's (``load_dataset``).
+    """
+    from privbench.data.cards import folder_protocol
+
     spec = spec.strip()
     if not spec:
         raise UserError("empty dataset spec")
@@ -58,22 +106,23 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
                 raise UserError(
                     f"dataset option {item!r} not understood; valid options: {', '.join(f'{k}=...' for k in OPTIONS)}"
                 )
+            convert, expected = OPTIONS[key]
             try:
-                options[key] = OPTIONS[key](value)
+                options[key] = convert(value)
             except ValueError as exc:
-                raise UserError(f"dataset option {key} must be {OPTIONS[key].__name__}, got {value!r}") from exc
+                raise UserError(f"dataset option {key} must be {expected}, got {value!r}") from exc
     if "channels" in options and options["channels"] not in (1, 3):
         raise UserError(f"dataset option channels must be 1 or 3, got {options['channels']}")
     if "size" in options:
         check_size(options["size"])
     if "seed" in options:
         check_seed(options["seed"], "dataset option seed")
-    fractions = {k: options.get(k, DEFAULT_FRACTION) for k in ("val_fraction", "test_fraction")}
-    for key, value in fractions.items():
+    for key in ("val_fraction", "test_fraction"):
+        value = options.get(key, DEFAULT_FRACTION)
         if not (math.isfinite(value) and 0 <= value < 1):
             raise UserError(f"dataset option {key} must lie in [0, 1), got {value}")
-    if sum(fractions.values()) >= 1:
-        raise UserError(f"dataset options val_fraction + test_fraction must be below 1, got {sum(fractions.values()):g}")
+    if scheme in SCHEMES:
+        folder_protocol(options, "dataset options")
     return scheme, target, options
 
 
@@ -136,9 +185,13 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
         if c_scheme not in SCHEMES:
             raise UserError(f"dataset card {card.name!r} has an unknown loader {card.loader!r}")
         scheme, target = c_scheme, c_target
-        options = {**c_options, **options}
+        options = {**card.options, **c_options, **options}
     elif scheme == "digits":
         card = cards_mod.find_card("digits")
+    split, val_fraction, test_fraction = cards_mod.folder_protocol(options, f"dataset {card.name!r}" if card else "dataset options")
+    folder_only = [k for k in cards_mod.FOLDER_ONLY if k in options]
+    if folder_only and scheme != "folder":
+        raise UserError(f"dataset option(s) {', '.join(folder_only)} apply to folder datasets only, not {scheme}")
 
     # Files keep their native size unless asked; a card's size is the default for folders,
     # whose images come in any size.
@@ -179,9 +232,13 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
             size=size,
             channels=channels,
             seed=seed,
-            pattern=options.get("glob") or (card.options.get("glob") if card else None) or "**/*",
-            val_fraction=options.get("val_fraction", DEFAULT_FRACTION),
-            test_fraction=options.get("test_fraction", DEFAULT_FRACTION),
+            pattern=options.get("glob") or "**/*",
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            classes=options.get("classes"),
+            balance=options.get("balance", False),
+            pool=split is not None,
+            what=f"dataset {printable(name or Path(target).name)!r}",
             cache_dir=cache_dir or default_cache_dir(),
         )
         name = name or Path(target).expanduser().resolve().name

@@ -3,24 +3,34 @@
 A card names the loader spec, class names, licence, source, the folder layout
 it expects and whether its images are public (only then may reports show them
 without an explicit flag).
+
+A card's ``[options]`` say how a folder tree becomes the card's dataset:
+``classes`` selects and merges source class folders, ``balance`` subsamples
+every class to the smallest, ``split = "80/20"`` makes a train/test partition
+(val carved out of train). The same options exist as spec options
+(``?classes=...&balance=true&split=80/20``); both are read into one form here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from privbench.errors import UserError
 from privbench.registry_path import registry_dir
 from privbench.schema import (
     PLAIN_NAME_EXPECTED,
     Field,
     as_list,
     check_fields,
+    either,
     int_between,
     is_bool,
     is_nonempty_str,
+    is_number,
     is_plain_name,
     is_str,
     is_table,
@@ -28,6 +38,7 @@ from privbench.schema import (
     one_of,
     one_or_list,
     read_toml,
+    table_of,
 )
 
 ENV_DATA_ROOT = "PRIVBENCH_DATA_ROOT"
@@ -100,13 +111,137 @@ CARD_FIELDS = (
     Field("attributes", list_of(is_str), "a list of attribute names (strings)"),
     Field("options", is_table, "a table of loader options"),
 )
-OPTION_FIELDS = (Field("glob", is_str, "a glob pattern for the image files (a string)"),)
+
+# --------------------------------------------------------------------------- folder options
+
+ClassMap = tuple[tuple[str, tuple[str, ...]], ...]
+"""(class name, source folders) pairs, in label order."""
+
+SPLIT_EXPECTED = 'train/test percentages such as "80/20" (two whole numbers from 1 to 99 that add up to 100)'
+CLASSES_EXPECTED = ("a list of class folders, or a table from each class of the card to its source folder(s) "
+                    '(e.g. { tumour = ["glioma", "pituitary"], normal = ["notumor"] })')
+CLASSES_TEXT_EXPECTED = ("class folders separated by commas, each optionally CLASS:FOLDER+FOLDER to merge folders "
+                         "(e.g. tumour:glioma+pituitary,normal:notumor)")
+SPLIT_VAL_FRACTION = 0.1
+FOLDER_ONLY = ("classes", "balance", "split")
+
+
+def parse_split(value: object) -> tuple[int, int] | None:
+    """``"80/20"`` -> ``(80, 20)``; None for anything but two whole percentages adding up to 100."""
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r"\s*(\d{1,2})\s*/\s*(\d{1,2})\s*", value)
+    if not match:
+        return None
+    train, test = int(match[1]), int(match[2])
+    return (train, test) if train >= 1 and test >= 1 and train + test == 100 else None
+
+
+def class_map(value: list[str] | dict[str, str | list[str]], order: tuple[str, ...] | None = None) -> ClassMap:
+    """A checked ``classes`` option as pairs: a list keeps each folder as its own class, a table
+    merges folders into classes; in ``order`` (a card's ``classes``) where given."""
+    if isinstance(value, list):
+        pairs = [(name, (name,)) for name in value]
+    else:
+        pairs = [(name, tuple(as_list(sources))) for name, sources in value.items()]
+    if order:
+        rank = {name: k for k, name in enumerate(order)}
+        pairs.sort(key=lambda pair: rank.get(pair[0], len(rank)))
+    return tuple(pairs)
+
+
+def parse_class_text(text: str) -> ClassMap:
+    """``"tumour:glioma+pituitary,normal:notumor"`` (or ``"COVID,Normal"``) -> a class map."""
+    pairs = []
+    for item in text.split(","):
+        name, colon, sources = item.partition(":")
+        folders = tuple(s.strip() for s in sources.split("+")) if colon else (name.strip(),)
+        if not name.strip() or not all(folders):
+            raise ValueError(text)
+        pairs.append((name.strip(), folders))
+    return tuple(pairs)
+
+
+def class_map_problem(pairs: ClassMap, order: tuple[str, ...] | None = None) -> str | None:
+    """What is wrong with a class map, in words (to follow "field 'classes' "), or None."""
+    names = [name for name, _ in pairs]
+    if len(names) < 2:
+        return f"names {len(names)} class(es); privbench needs at least two"
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return f"names class {', '.join(map(repr, twice))} twice"
+    if order is not None:
+        missing = [c for c in order if c not in names]
+        if missing:
+            return f"has no key for the card's class(es) {', '.join(map(repr, missing))}: each class needs its source folders"
+        extra = [n for n in names if n not in order]
+        if extra:
+            return f"names {', '.join(map(repr, extra))}, not among the card's classes ({', '.join(order)})"
+    owner: dict[str, str] = {}
+    for name, sources in pairs:
+        if not sources:
+            return f"gives class {name!r} no source folder"
+        for source in sources:
+            if source in owner and owner[source] != name:
+                return f"puts source folder {source!r} in both {owner[source]!r} and {name!r}"
+            owner[source] = name
+    return None
+
+
+def folder_protocol(options: dict[str, Any], where: str) -> tuple[tuple[int, int] | None, float, float]:
+    """(split, val_fraction, test_fraction) from checked options, or one line on what conflicts.
+
+    Without ``split``: val and test are fractions of the whole (70/15/15 by default).
+    With it: the test part is the split's, and val is ``val_fraction`` of the train part.
+    """
+    split = options.get("split")
+    if split is None:
+        val, test = options.get("val_fraction", 0.15), options.get("test_fraction", 0.15)
+        if val + test >= 1:
+            raise UserError(f"{where}: val_fraction + test_fraction must be below 1, got {val + test:g}")
+        return None, val, test
+    if "test_fraction" in options:
+        raise UserError(f"{where}: test_fraction and split = \"{split[0]}/{split[1]}\" both set the test part; give one")
+    return split, options.get("val_fraction", SPLIT_VAL_FRACTION), split[1] / 100
+
+
+def _is_fraction(value: Any) -> bool:
+    return is_number(value) and 0 <= value < 1
+
+
+OPTION_FIELDS = (
+    Field("glob", is_str, "a glob pattern for the image files (a string)"),
+    Field("classes", either(list_of(is_nonempty_str), table_of(one_or_list(is_nonempty_str))), CLASSES_EXPECTED),
+    Field("balance", is_bool, "true or false (subsample every class to the size of the smallest)"),
+    Field("split", lambda v: parse_split(v) is not None, SPLIT_EXPECTED),
+    Field("val_fraction", _is_fraction, "a number in [0, 1)"),
+    Field("test_fraction", _is_fraction, "a number in [0, 1)"),
+)
+
+
+def _card_options(raw: dict[str, Any], classes: tuple[str, ...], where: str) -> dict[str, Any]:
+    """A card's checked ``[options]`` in the form ``load_dataset`` uses (as spec options would give)."""
+    options = check_fields(raw, OPTION_FIELDS, where, allow_unknown=False)
+    options = dict(options)
+    if "classes" in options:
+        pairs = class_map(options["classes"], classes)
+        problem = class_map_problem(pairs, classes)
+        if problem:
+            raise UserError(f"{where}: field 'classes' {problem}")
+        options["classes"] = pairs
+    if "split" in options:
+        options["split"] = parse_split(options["split"])
+    for key in ("val_fraction", "test_fraction"):
+        if key in options:
+            options[key] = float(options[key])
+    folder_protocol(options, where)
+    return options
 
 
 def _card_from_toml(path: Path) -> DatasetCard:
     where = f"dataset card {path}"
     data = check_fields(read_toml(path, "dataset card"), CARD_FIELDS, where)
-    check_fields(data.get("options", {}), OPTION_FIELDS, f"{where}, [options]")
+    options = _card_options(data.get("options", {}), tuple(data["classes"]), f"{where}, [options]")
     return DatasetCard(
         name=data["name"],
         title=data.get("title", data["name"]),
@@ -121,7 +256,7 @@ def _card_from_toml(path: Path) -> DatasetCard:
         layout=data.get("layout", ""),
         sha256=tuple(as_list(data.get("sha256"))),
         attributes=tuple(data.get("attributes", ())),
-        options=dict(data.get("options", {})),
+        options=options,
     )
 
 

@@ -7,6 +7,13 @@ Two layouts are understood:
   split is carved out of train by a seeded stratified split;
 * ``PATH/<class>/...`` with no split folders: split 70 / 15 / 15, stratified, seeded.
 
+A class map (the ``classes`` option) selects source class folders and merges
+several into one class; ``balance`` subsamples every class to the smallest;
+``pool`` (the ``split`` option) pools any split folders and makes a seeded
+stratified train/test partition with val carved out of train. All three work
+on the file list, before any image is decoded, so dropping most of a large
+class costs nothing.
+
 Images are decoded with Pillow, converted to grayscale or RGB, resized to a
 square ``size`` and cached as uint8 arrays under the cache directory, keyed by
 the file list, sizes, modification times and options, so a second load is fast.
@@ -28,7 +35,7 @@ import numpy as np
 import torch
 
 from privbench.api import Split
-from privbench.data.splits import stratified_split
+from privbench.data.splits import balanced_subset, stratified_split, train_val_test
 from privbench.errors import UserError
 from privbench.imaging import image_size, open_image, printable
 from privbench.limits import check_bytes, check_classes, check_size, shape_bytes
@@ -92,16 +99,51 @@ def _image_files(class_dir: Path, pattern: str) -> list[Path]:
     return sorted(files)
 
 
-def _collect(split_dir: Path, class_names: list[str], pattern: str) -> tuple[list[Path], list[int]]:
+Group = tuple[list[Path], list[int]]
+
+
+def _collect(split_dir: Path, sources: list[tuple[str, ...]], pattern: str) -> Group:
+    """The image files of each class (label = position in ``sources``), from all its source folders."""
     files, labels = [], []
-    for label, name in enumerate(class_names):
-        class_dir = split_dir / name
-        if class_dir.is_symlink() or not class_dir.is_dir():
-            continue
-        found = _image_files(class_dir, pattern)
-        files += found
-        labels += [label] * len(found)
+    for label, names in enumerate(sources):
+        for name in names:
+            class_dir = split_dir / name
+            if class_dir.is_symlink() or not class_dir.is_dir():
+                continue
+            found = _image_files(class_dir, pattern)
+            files += found
+            labels += [label] * len(found)
     return files, labels
+
+
+def _take(group: Group, idx: np.ndarray) -> Group:
+    files, labels = group
+    return [files[i] for i in idx], [labels[i] for i in idx]
+
+
+def _class_folders(base: Path, pattern: str) -> list[str]:
+    return [p.name for p in _subdirs(base) if _image_files(p, pattern)]
+
+
+def _resolve_sources(base: Path, classes: tuple, pattern: str, what: str) -> list[tuple[str, ...]]:
+    """Each class's source folder names as they are on disk (an exact name, else the one that
+    differs only in case), or one line naming the missing folder and listing those found."""
+    on_disk = [p.name for p in _subdirs(base)]
+    sources = []
+    for name, folders in classes:
+        resolved = []
+        for folder in folders:
+            matches = [folder] if folder in on_disk else [d for d in on_disk if d.lower() == folder.lower()]
+            if len(matches) != 1 or not _image_files(base / matches[0], pattern):
+                found = ", ".join(printable(n) for n in _class_folders(base, pattern)) or "none"
+                owner = f" (for class {printable(name)!r})" if folder != name else ""
+                raise UserError(
+                    f"{what}: option classes names source folder {printable(folder)!r}{owner}, but "
+                    f"{printable(base)} has no folder of that name with image files; class folders found: {found}"
+                )
+            resolved.append(matches[0])
+        sources.append(tuple(resolved))
+    return sources
 
 
 def _decode(path: Path, size: int, mode: str) -> np.ndarray:
@@ -170,68 +212,109 @@ def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | N
     return arr
 
 
+def plan_folder_splits(
+    root: Path,
+    *,
+    seed: int = 0,
+    pattern: str = "**/*",
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    classes: tuple | None = None,
+    balance: bool = False,
+    pool: bool = False,
+    what: str = "",
+) -> tuple[dict[str, Group], list[str]]:
+    """Each split's files and labels, and the class names, decided from file names alone.
+
+    ``classes``: (class, source folders) pairs; ``balance``: every class subsampled to the
+    smallest (each official split on its own unless pooled); ``pool``: split folders are
+    pooled, ``test_fraction`` of the whole is the test part and ``val_fraction`` of the rest val.
+    """
+    root = Path(root).expanduser()
+    what = what or f"folder {printable(root)}"
+    if not root.exists():
+        raise UserError(f"no such folder: {printable(root)}")
+    if not root.is_dir():
+        raise UserError(f"{printable(root)} is not a folder")
+    split_dirs = _find_split_dirs(root)
+    base = split_dirs.get("train", root)
+    if classes is not None:
+        check_classes(len(classes), f"{what}: option classes")
+        sources = _resolve_sources(base, classes, pattern, what)
+        shown = [printable(name) for name, _ in classes]
+    else:
+        class_names = _class_folders(base, pattern)
+        if len(class_names) < 2:
+            found = ", ".join(printable(n) for n in class_names) or "none"
+            links = _links(base)
+            skipped = f" ({links} symbolic link(s) there are not followed)" if links else ""
+            raise UserError(
+                f"{printable(base)} holds image files for {len(class_names)} class folder(s) ({found}){skipped}; "
+                f"privbench needs at least two classes, one sub-folder each"
+            )
+        check_classes(len(class_names), f"{printable(base)}: one class per sub-folder")
+        shown = [printable(n) for n in class_names]
+        if len(set(shown)) < len(shown):
+            raise UserError(f"{printable(base)}: two class folders have names that print the same ({', '.join(shown)})")
+        for split, d in split_dirs.items():
+            extra = sorted(set(_class_folders(d, pattern)) - set(class_names))
+            if extra:
+                raise UserError(f"{printable(d)} has class folder(s) {', '.join(map(printable, extra))} that {printable(base)} lacks")
+        sources = [(n,) for n in class_names]
+
+    def balanced(group: Group) -> Group:
+        return _take(group, balanced_subset(np.asarray(group[1]), seed)) if balance and group[0] else group
+
+    groups: dict[str, Group] = {}
+    if pool:
+        files, labels = [], []
+        for d in [base] + [split_dirs[s] for s in ("val", "test") if s in split_dirs]:
+            more_files, more_labels = _collect(d, sources, pattern)
+            files += more_files
+            labels += more_labels
+        everything = balanced((files, labels))
+        parts = train_val_test(np.asarray(everything[1]), test_fraction, val_fraction, seed)
+        for split, idx in zip(("train", "val", "test"), parts):
+            groups[split] = _take(everything, idx)
+    else:
+        files, labels = balanced(_collect(base, sources, pattern))
+        for split in ("val", "test"):
+            if split in split_dirs:
+                groups[split] = balanced(_collect(split_dirs[split], sources, pattern))
+        carve = [s for s in ("val", "test") if s not in groups]
+        if carve:
+            fractions = {"val": val_fraction, "test": test_fraction}
+            parts_f = [fractions[s] for s in carve]
+            parts = stratified_split(np.asarray(labels), tuple([1 - sum(parts_f)] + parts_f), seed)
+            groups["train"] = _take((files, labels), parts[0])
+            for s_, idx in zip(carve, parts[1:]):
+                groups[s_] = _take((files, labels), idx)
+        else:
+            groups["train"] = (files, labels)
+    for split in ("train", "val", "test"):
+        if not groups[split][0]:
+            raise UserError(f"{printable(root)}: the {split} split has no images")
+    return groups, shown
+
+
 def read_folder_splits(
     root: Path,
     *,
     size: int | None,
     channels: int | None,
-    seed: int = 0,
-    pattern: str = "**/*",
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
     cache_dir: Path | None = None,
+    **plan,
 ) -> tuple[dict[str, Split], list[str]]:
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise UserError(f"no such folder: {printable(root)}")
-    if not root.is_dir():
-        raise UserError(f"{printable(root)} is not a folder")
+    """Splits and class names: :func:`plan_folder_splits` (its options in ``plan``), then only
+    the chosen files are decoded."""
     size = size or DEFAULT_SIZE
     check_size(size)
-    split_dirs = _find_split_dirs(root)
-    base = split_dirs.get("train", root)
-    class_names = [p.name for p in _subdirs(base) if _image_files(p, pattern)]
-    if len(class_names) < 2:
-        found = ", ".join(printable(n) for n in class_names) or "none"
-        links = _links(base)
-        skipped = f" ({links} symbolic link(s) there are not followed)" if links else ""
-        raise UserError(
-            f"{printable(base)} holds image files for {len(class_names)} class folder(s) ({found}){skipped}; "
-            f"privbench needs at least two classes, one sub-folder each"
-        )
-    check_classes(len(class_names), f"{printable(base)}: one class per sub-folder")
-    shown = [printable(n) for n in class_names]
-    if len(set(shown)) < len(shown):
-        raise UserError(f"{printable(base)}: two class folders have names that print the same ({', '.join(shown)})")
-    for split, d in split_dirs.items():
-        extra = sorted({p.name for p in _subdirs(d) if _image_files(p, pattern)} - set(class_names))
-        if extra:
-            raise UserError(f"{printable(d)} has class folder(s) {', '.join(map(printable, extra))} that {printable(base)} lacks")
-
-    files, labels = _collect(base, class_names, pattern)
-    groups: dict[str, tuple[list[Path], list[int]]] = {}
-    for split in ("val", "test"):
-        if split in split_dirs:
-            groups[split] = _collect(split_dirs[split], class_names, pattern)
-    carve = [s for s in ("val", "test") if s not in groups]
-    if carve:
-        fractions = {"val": val_fraction, "test": test_fraction}
-        parts_f = [fractions[s] for s in carve]
-        parts = stratified_split(np.asarray(labels), tuple([1 - sum(parts_f)] + parts_f), seed)
-        arr_files, arr_labels = np.asarray(files, dtype=object), np.asarray(labels)
-        groups["train"] = (list(arr_files[parts[0]]), arr_labels[parts[0]].tolist())
-        for s, idx in zip(carve, parts[1:]):
-            groups[s] = (list(arr_files[idx]), arr_labels[idx].tolist())
-    else:
-        groups["train"] = (files, labels)
-
+    groups, shown = plan_folder_splits(root, **plan)
+    files = groups["train"][0]
     if channels is None:
         channels = _guess_channels(files)
     if channels not in (1, 3):
         raise UserError(f"channels must be 1 or 3, got {channels}")
-    for split in ("train", "val", "test"):
-        if not groups[split][0]:
-            raise UserError(f"{printable(root)}: the {split} split has no images")
     count = sum(len(g[0]) for g in groups.values())
     check_bytes(shape_bytes((count, channels, size, size), 5), f"{count} images of {channels} x {size} x {size}")
     splits = {}

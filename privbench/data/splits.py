@@ -1,13 +1,23 @@
-"""Seeded stratified splits: the same seed gives the same split on every machine."""
+"""Seeded stratified splits: the same seed gives the same split on every machine.
+
+Each use of the seed draws from its own stream (``(seed, stream)``), so that
+balancing, the test part and the val part never share random numbers: the
+test part is the same whatever ``val_fraction`` is.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 from privbench.errors import UserError
 
+BALANCE_STREAM = 1
+VAL_STREAM = 2
 
-def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+
+def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int | Sequence[int]) -> list[np.ndarray]:
     """Split indices into parts of the given fractions, each class split in proportion.
 
     Every class contributes at least one image to every part when it has enough
@@ -37,3 +47,30 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int
             parts[k].append(idx[start:stop])
             start = stop
     return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def balanced_subset(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted indices keeping a seeded sample of every class, each the size of the smallest class.
+
+    Works on labels alone, so a file list is balanced before any image is decoded.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    if classes.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng((seed, BALANCE_STREAM))
+    keep = [rng.choice(np.flatnonzero(labels == c), size=int(counts.min()), replace=False) for c in classes]
+    return np.sort(np.concatenate(keep))
+
+
+def train_val_test(labels: np.ndarray, test_fraction: float, val_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stratified train/test partition, then val carved (stratified) out of train.
+
+    The test part is drawn first from the whole and depends only on the seed and
+    ``test_fraction``: nothing that selects (val) ever touches it.
+    """
+    labels = np.asarray(labels)
+    rest, test = stratified_split(labels, (1 - test_fraction, test_fraction), seed)
+    train, val = stratified_split(labels[rest], (1 - val_fraction, val_fraction), (seed, VAL_STREAM))
+    return rest[train], rest[val], test
