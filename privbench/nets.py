@@ -171,6 +171,11 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Any, w
     module.load_state_dict(state)
 
 
+read_state_dict = _read_state_dict
+load_strict = _load_strict
+"""The same loaders under public names, for plugins that read pretrained weights (one-line errors, no pickle)."""
+
+
 def _resnet(
     name: str, channels: int, num_classes: int, image_size: Any, weights: str | Path | None, mean: Any, std: Any
 ) -> TorchvisionClassifier:

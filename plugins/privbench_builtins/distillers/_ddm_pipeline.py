@@ -18,7 +18,7 @@ import torch
 from privbench.api import Dataset, Release, RunContext, Split, UserError
 from privbench.training import derive_seed
 
-from privbench_builtins.distillers import _ddpm_cache, _diffusion, _feature_space, _refine, _selection
+from privbench_builtins.distillers import _ddpm_cache, _diffusion, _feature_space, _pretrained, _refine, _selection
 
 
 class _Clock:
@@ -90,7 +90,10 @@ def run(private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
     num_classes, names = private.num_classes, private.class_names
     hw = tuple(int(s) for s in train.images.shape[2:])
     clock = _Clock()
-    trained = config.features == "trained"
+    pretrained = config.feature_extractor == "resnet18"
+    # A fixed f_phi (trained, or the ImageNet ResNet-18) has fixed real means; random ones are redrawn per step.
+    fixed = pretrained or config.features == "trained"
+    extractor_facts = None
 
     counts = train.class_counts(num_classes)
     if 0 in counts:
@@ -99,7 +102,12 @@ def run(private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
         )
     # The feature network first: a setting it cannot take fails before the expensive DDPM.
     with clock.stage("feature_network"):
-        net = _feature_space.feature_net(train, num_classes, config, ctx, ctx.seed, trained=trained)
+        if pretrained:
+            net, extractor_facts = _pretrained.resnet18_features(
+                config.feature_weights, int(train.images.shape[1]), "ddm", ctx.torch_device
+            )
+        else:
+            net = _feature_space.feature_net(train, num_classes, config, ctx, ctx.seed, trained=fixed)
         means = _feature_space.class_means(net, train, num_classes, names, ctx)
     with clock.stage("ddpm_training"):
         unet, scheduler, pad, ddpm_facts = diffusion_model(train, num_classes, config, ctx)
@@ -117,7 +125,7 @@ def run(private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
         with clock.stage("refinement"):
             images, loss = _refine.refine(
                 images, cond, train, num_classes, config, ctx, ctx.seed,
-                net=net if trained else None, means=means if trained else None, salt=round_,
+                net=net if fixed else None, means=means if fixed else None, salt=round_,
             )
         refine_losses.append(_finite_or_none(loss))
         with clock.stage("selection"):
@@ -172,9 +180,12 @@ def run(private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
         "released_label_changes": int((cond[index] != out_labels).sum()),
         "stage_seconds": clock.rounded(),
     }
+    if extractor_facts is not None:
+        manifest["feature_extractor"] = extractor_facts
     # statistics of the private images (training losses, the DM loss against the real class means) stay private
     provenance = {"ddpm": manifest.pop("ddpm"),
-                  "refinement": {"features": config.features, "steps": config.refine_steps,
+                  "refinement": {"features": "resnet18" if pretrained else config.features,
+                                 "steps": config.refine_steps,
                                  "final_dm_loss": refine_losses}}
     return Release(images[index].clone().clamp_(0.0, 1.0), out_labels.to(torch.int64), manifest, provenance)
 

@@ -4,7 +4,9 @@ Each iteration samples a fresh random ConvNet (its weights are never trained),
 embeds a real batch and the synthetic images of every class, and moves the
 synthetic images so that each class's mean embedding matches the real one:
 ``sum_c || mean f(A_c(real_c)) - mean f(A_c(syn_c)) ||^2`` with ``A_c`` one
-Siamese DSA transformation per class.
+Siamese DSA transformation per class. With ``feature_extractor=resnet18`` f is
+one fixed ImageNet ResNet-18 (``_pretrained.py``), built once per run; the
+real batches, the DSA and the loss are the same.
 
 All classes share one forward pass for the real images (no gradient needed)
 and one for the synthetic images, and the per-class means are segment sums.
@@ -37,10 +39,19 @@ def real_chunk(device: torch.device, config: Any, image_shape: Sequence[int]) ->
     through convolution, norm, activation and pooling in cache-sized chunks is
     about 1.5x faster on a CPU, and gives the same numbers up to rounding.
     Batch norm needs the whole batch's statistics, so it is never chunked.
+    The ResNet-18's batch norm is in eval mode (per image), so it is chunked
+    by the size of its stem's output: 64 channels at half the upsampled side.
     """
-    if device.type != "cpu" or config.norm == "batchnorm":
+    if device.type != "cpu":
         return None
     _, h, w = image_shape
+    if getattr(config, "feature_extractor", "random_convnet") == "resnet18":
+        from ._pretrained import MIN_SIDE
+
+        scale = max(1.0, MIN_SIDE / min(h, w))
+        return max(1, CPU_CHUNK_BYTES // int(4 * 64 * (h * scale / 2) * (w * scale / 2)))
+    if config.norm == "batchnorm":
+        return None
     return max(1, CPU_CHUNK_BYTES // (4 * config.width * h * w))
 
 
@@ -100,6 +111,11 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
     m.check_request(private, ipc, config.init, name)
     m.check_strategy(config.dsa_strategy, name)
     device = ctx.torch_device
+    fixed, extra = None, {}
+    if config.feature_extractor == "resnet18":
+        from ._pretrained import resnet18_features
+
+        fixed, extra["feature_extractor"] = resnet18_features(config.feature_weights, private.channels, name, device)
     stats = m.image_stats(private)
     real = m.RealBatches(private, config.batch_real, device, m.seeded_generator(ctx.seed, name, "real"))
     syn = m.SyntheticSet(private, ipc, config.init, stats, device, m.seeded_generator(ctx.seed, name, "init"))
@@ -108,16 +124,21 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
     optimizer = torch.optim.SGD([syn.z], lr=lr, momentum=config.momentum)
     loss_fn = dm_loss if config.batched else dm_loss_per_class
     chunk = real_chunk(device, config, private.image_shape)
-    # The network normalises with ``stats``, so DSA works in that same space (as in the reference).
+    # The ConvNet normalises with ``stats``, so DSA works in that same space (as in the reference); the
+    # ResNet-18 gets the same augmented [0, 1] images and normalises them its own way.
     dsa = DSA(config.dsa_strategy, mean=stats[0], std=stats[1])
     losses: list[float] = []
     with ctx.progress.task(f"{name} ipc {ipc}", total=config.iterations) as task:
         for it in range(config.iterations):
-            net = m.matching_net(
-                private, stats, m.net_seed(ctx.seed, name, it), width=config.width, depth=config.depth, norm=config.norm
-            ).to(device)
-            net.requires_grad_(False)
-            net.train()
+            if fixed is not None:
+                net = fixed
+            else:
+                net = m.matching_net(
+                    private, stats, m.net_seed(ctx.seed, name, it), width=config.width, depth=config.depth,
+                    norm=config.norm,
+                ).to(device)
+                net.requires_grad_(False)
+                net.train()
             x_real, real_counts = real.draw()
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             loss = loss_fn(net, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, chunk)
@@ -130,5 +151,5 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
             task.advance(1, loss=value)
     return m.matched_release(
         name, ipc, syn, losses,
-        "DM loss per class: squared distance of mean embeddings, averaged over classes", lr_img=lr,
+        "DM loss per class: squared distance of mean embeddings, averaged over classes", lr_img=lr, **extra,
     )

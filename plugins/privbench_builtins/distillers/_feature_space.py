@@ -4,7 +4,9 @@
 shared protocol (:func:`privbench.training.train_classifier`); its embedding
 separates the classes, so "nearest class mean" is a meaningful label.
 ``random``: a freshly initialised ConvNet, as distribution matching uses; no
-training cost, weaker separation.
+training cost, weaker separation. With ``feature_extractor=resnet18`` f_phi is
+instead the fixed ImageNet ResNet-18 of ``_pretrained.py`` (the paper's), used
+through the same :func:`embed` and :func:`class_means`.
 
 Real class means are computed by streaming the private images through f_phi in
 batches, so the whole set never has to sit on the device.

@@ -4,7 +4,8 @@
    set's content, the diffusion settings and the seed: every ipc shares it).
 2. Per class, sample N_cand candidates by DDIM.
 3. Refine them by gradient steps on the DM loss against the real class means
-   in a feature space f_phi.
+   in a feature space f_phi (a ConvNet, or the paper's fixed ImageNet
+   ResNet-18 with ``feature_extractor=resnet18``).
 4. Give each candidate the label of its nearest class mean in f_phi.
 5. Per class, pick ipc candidates greedily: closest to the class mean first,
    each at least tau from every earlier pick; relax tau when a class cannot
@@ -65,7 +66,12 @@ class DDMConfig:
     ``refine_steps`` 100 Adam steps of ``refine_lr`` 0.01 on the pixels,
     clamped to [0, 1]; ``refine_batch`` 256 candidates per forward pass.
     ``real_batch`` 256 and ``refine_dsa`` (no flip: X-rays have a side) apply
-    to random features only.
+    to random features only. ``feature_extractor`` resnet18 replaces the
+    ConvNet (and ``features``, ``feature_epochs``, ``feature_width``,
+    ``feature_depth``) by one fixed ImageNet ResNet-18 for refinement,
+    assignment and selection, the real means computed once as for trained
+    features; its weights come from ``feature_weights`` or, when empty,
+    ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`` (never downloaded).
 
     Selection: ``tau`` 0.5 is a fraction of the median pairwise feature
     distance between a class's candidates; when a class cannot fill ipc, tau
@@ -90,6 +96,8 @@ class DDMConfig:
     sample_batch_size: int = 256
     extra_rounds: int = 2
     features: Literal["trained", "random"] = "trained"
+    feature_extractor: Literal["convnet", "resnet18"] = "convnet"
+    feature_weights: str = ""
     feature_epochs: int = 5
     feature_width: int = 128
     feature_depth: int = 3
@@ -125,6 +133,8 @@ class DDMConfig:
             )
         if self.attention and self.unet_channels[-1] % 8:
             raise ValueError("with attention the last of unet_channels must be a multiple of 8 (heads of 8 channels)")
+        if self.feature_weights.strip() and self.feature_extractor != "resnet18":
+            raise ValueError("feature_weights applies to feature_extractor=resnet18 only")
         if self.refine_dsa != DEFAULT_REFINE_DSA:
             from privbench.augment import parse_strategy
 
@@ -146,6 +156,10 @@ class DDM(Distiller):
     def check(self, private: Dataset, ipc: int, config: DDMConfig) -> None:
         if ipc is None or ipc < 1:
             raise UserError(f"ipc must be a positive number of images per class, got {ipc}")
+        if config.feature_extractor == "resnet18":
+            from privbench_builtins.distillers._pretrained import check_weights
+
+            check_weights(config.feature_weights, private.channels, self.name)
 
     def distill(self, private: Dataset, ipc: int, config: DDMConfig, ctx: RunContext) -> Release:
         self.check(private, ipc, config)

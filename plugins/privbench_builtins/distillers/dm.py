@@ -3,7 +3,9 @@
 Synthetic images are learnt so that, under many randomly initialised ConvNets,
 each class's mean embedding of the synthetic images matches that of the real
 images. No network is ever trained, which makes DM the cheapest of the
-learnt distillers. The algorithm lives in ``_dm.py``, imported only when a
+learnt distillers. ``feature_extractor=resnet18`` matches instead under one
+fixed ImageNet ResNet-18, as Razi et al. do (their Algorithm 1, with
+``init=noise``). The algorithm lives in ``_dm.py``, imported only when a
 release is made.
 """
 
@@ -39,6 +41,11 @@ class DMConfig:
     norm: Literal["instancenorm", "batchnorm", "none"] = "instancenorm"
     # All classes in one forward pass per side; False runs the reference's per-class loop (same loss, slower).
     batched: bool = True
+    # random_convnet: a fresh ConvNet per iteration (the reference); resnet18: one fixed ImageNet ResNet-18
+    # (Razi et al.), whose 512 pooled features are matched; width, depth and norm then do not apply.
+    feature_extractor: Literal["random_convnet", "resnet18"] = "random_convnet"
+    # resnet18's ImageNet weights file; empty: $TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth. Never downloaded.
+    feature_weights: str = ""
 
     def __post_init__(self) -> None:
         # dsa_strategy is checked when distilling: its parser imports torch, and listing plugins must not.
@@ -52,12 +59,15 @@ class DMConfig:
             raise UserError(f"distiller dm: momentum must not be negative, got {self.momentum}")
         if self.width < 1 or self.depth < 1:
             raise UserError("distiller dm: width and depth must be positive")
-        if self.norm == "batchnorm" and not self.batched:
+        if self.norm == "batchnorm" and not self.batched and self.feature_extractor == "random_convnet":
             raise UserError("distiller dm: batched=false computes statistics per class; use it without batchnorm")
+        if self.feature_weights.strip() and self.feature_extractor != "resnet18":
+            raise UserError("distiller dm: feature_weights applies to feature_extractor=resnet18 only")
 
 
 class DistributionMatching(Distiller):
-    """Distribution matching: per-class mean embeddings under random ConvNets (Zhao & Bilen, WACV 2023)."""
+    """Distribution matching: per-class mean embeddings under random ConvNets (Zhao & Bilen, WACV 2023)
+    or a fixed ImageNet ResNet-18 (Razi et al.)."""
 
     name = "dm"
     Config = DMConfig
@@ -66,6 +76,10 @@ class DistributionMatching(Distiller):
         from privbench_builtins.distillers._matching import check_request
 
         check_request(private, ipc, config.init, self.name)
+        if config.feature_extractor == "resnet18":
+            from privbench_builtins.distillers._pretrained import check_weights
+
+            check_weights(config.feature_weights, private.channels, self.name)
 
     def distill(self, private: Dataset, ipc: int, config: DMConfig, ctx: RunContext) -> Release:
         from privbench_builtins.distillers._dm import distribution_matching
