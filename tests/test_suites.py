@@ -156,3 +156,19 @@ def test_suites_play_the_method_game_unless_they_say_otherwise(tmp_path):
         validate_suite(suite, registry)
         audits = [j for j in plan_jobs(suite, registry, {"digits": "f" * 64}) if j.kind == "audit"]
         assert audits and {j.options["config"]["game"] for j in audits} == {game}
+
+
+def test_every_registry_suite_names_installed_plugins_and_valid_options():
+    """Each shipped suite passes validation on data that is here (its own cards need their files)."""
+    from privbench.plugins import get_registry
+    from privbench.suites import available_suites, parse_suite, validate_suite
+
+    suites = available_suites()
+    assert {"quickstart", "paper", "paper-protocol", "smoke"} <= set(suites)
+    for name, path in suites.items():
+        suite = parse_suite(path)
+        suite.datasets = ["digits"]
+        validate_suite(suite, get_registry())
+    protocol = parse_suite(suites["paper-protocol"])
+    assert protocol.reproduces == "razi2025" and protocol.utility_models == ["resnet50"]
+    assert {r.method: r.config.get("feature_extractor") for r in protocol.releases}["dm"] == "resnet18"
