@@ -83,7 +83,29 @@ def test_a_suite_that_declares_the_paper_gets_the_section_from_its_table(cli, tm
 def test_the_utility_runs_say_which_weights_the_resnet_started_from(tmp_path, monkeypatch):
     from privbench.report.paper import _utility_weights
 
-    runs = [{"task": "utility", "evaluator": "resnet50", "config": json.dumps({"weights_loaded": None})},
-            {"task": "utility", "evaluator": "resnet18", "config": json.dumps({"weights_loaded": "/w/r18.pth"})}]
+    runs = [{"task": "utility", "evaluator": "resnet50", "config": json.dumps({"model": "resnet50",
+                                                                                "weights_loaded": None})},
+            {"task": "utility", "evaluator": "resnet18", "config": json.dumps({"weights_loaded": "/w/r18.pth"})},
+            {"task": "audit", "evaluator": "mia", "config": json.dumps(
+                {"settings": {"target_recipe": {"model": "resnet50", "weights_loaded": "/w/r50.pth"}}})}]
     text = _utility_weights(runs)
-    assert "resnet50: trained from scratch" in text and "resnet18: ImageNet weights from /w/r18.pth" in text
+    assert "resnet50 (utility): trained from scratch" in text
+    assert "resnet18 (utility): ImageNet weights from /w/r18.pth" in text
+    assert "resnet50 (mia target): ImageNet weights from /w/r50.pth" in text
+
+
+def test_a_resnet_target_starts_from_the_hub_file_and_its_recipe_says_so(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from privbench_builtins.attacks._common import TargetSpec
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    spec = TargetSpec(model="resnet18", weights="imagenet")
+    assert spec.recipe(20)["weights_loaded"] is None  # absent: trained from scratch, and said
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), checkpoints / "resnet18-f37072fd.pth")
+    assert spec.recipe(20)["weights_loaded"] == str(checkpoints / "resnet18-f37072fd.pth")
+    assert spec.utility_config(20).weights == "imagenet"
+    assert TargetSpec(model="convnet", weights="imagenet").recipe(20)["weights_loaded"] is None

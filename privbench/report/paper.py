@@ -158,15 +158,30 @@ def paper_section(records: list[dict[str, Any]], runs: list[dict[str, Any]], pap
 
 
 def _utility_weights(runs: list[dict[str, Any]]) -> str:
-    """Which weights the ResNets started from, as the runs recorded it."""
+    """Which weights the ResNets (classifiers and attacked models) started from, as the runs recorded it."""
     seen = set()
     for run in runs:
-        if run.get("task") != "utility" or not str(run.get("evaluator", "")).startswith("resnet"):
-            continue
         try:
             config = json.loads(run.get("config") or "{}")
         except (TypeError, ValueError):
             continue
-        loaded = config.get("weights_loaded")
-        seen.add(f"{run['evaluator']}: {'ImageNet weights from ' + loaded if loaded else 'trained from scratch'}")
-    return ("Utility models: " + "; ".join(sorted(seen)) + ".") if seen else ""
+        for model, loaded in _weights_entries(config, str(run.get("evaluator", ""))):
+            if model.startswith("resnet"):
+                what = "utility" if run.get("task") == "utility" else f"{run.get('evaluator')} target"
+                seen.add(f"{model} ({what}): {'ImageNet weights from ' + loaded if loaded else 'trained from scratch'}")
+    return ("Models: " + "; ".join(sorted(seen)) + ".") if seen else ""
+
+
+def _weights_entries(node: Any, model: str) -> list[tuple[str, str | None]]:
+    """Every ``weights_loaded`` in a run's configuration, with the model it belongs to."""
+    found = []
+    if isinstance(node, dict):
+        model = str(node.get("model", model))
+        if "weights_loaded" in node:
+            found.append((model, node["weights_loaded"]))
+        for value in node.values():
+            found += _weights_entries(value, model)
+    elif isinstance(node, list):
+        for value in node:
+            found += _weights_entries(value, model)
+    return list(dict.fromkeys(found))

@@ -40,6 +40,7 @@ class TargetSpec:
     depth: int = 3
     augment: bool = True
     steps: int = 0
+    weights: str = ""  # a ResNet's starting weights: a file, or "imagenet" for torchvision's in the hub cache
 
     def epochs_for(self, images: int) -> int:
         if self.steps <= 0:
@@ -59,14 +60,18 @@ class TargetSpec:
     def utility_config(self, images: int):
         from privbench.utility import UtilityConfig
 
-        return UtilityConfig(epochs=self.epochs_for(images), width=self.width, depth=self.depth, dsa=self.augment)
+        return UtilityConfig(epochs=self.epochs_for(images), width=self.width, depth=self.depth, dsa=self.augment,
+                             weights=self.weights or None)
 
     def recipe(self, images: int) -> dict[str, Any]:
         """Everything that decides the target model, for the runs table and the rows' detail."""
         from privbench.config import config_to_dict
 
         config = config_to_dict(self.utility_config(images))
-        return {"model": self.model, "training_images": int(images), "optimiser_steps": self.steps_for(images),
+        from privbench.utility import resolve_weights
+
+        return {"model": self.model, "weights_loaded": resolve_weights(self.model, self.weights or None),
+                "training_images": int(images), "optimiser_steps": self.steps_for(images),
                 "epochs": config["epochs"], "width": self.width, "depth": self.depth,
                 "augmentation": config["dsa_strategy"] if self.augment else "none", "optimiser": "sgd",
                 "lr": config["lr"], "momentum": config["momentum"], "weight_decay": config["weight_decay"],
@@ -76,7 +81,7 @@ class TargetSpec:
 def target_spec(config: Any) -> TargetSpec:
     """The ``target_*`` fields of an attack's Config as a :class:`TargetSpec`."""
     return TargetSpec(config.target_model, config.target_epochs, config.target_width, config.target_depth,
-                      config.target_augment, config.target_steps)
+                      config.target_augment, config.target_steps, getattr(config, "target_weights", ""))
 
 
 def require_images(release: Release) -> None:

@@ -88,6 +88,7 @@ class AIAConfig:
     target_width: int = 128
     target_depth: int = 3
     target_augment: bool = True
+    target_weights: str = ""
     resamples: int = 1000
 
     def __post_init__(self) -> None:

@@ -77,6 +77,7 @@ class MIAConfig:
     target_width: int = 128
     target_depth: int = 3
     target_augment: bool = True
+    target_weights: str = ""
     resamples: int = 1000
 
     def __post_init__(self) -> None:
