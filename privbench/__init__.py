@@ -4,7 +4,7 @@ Importing this package is cheap on purpose: torch and the other heavy
 libraries are imported only by the code paths that need them.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from privbench.hookspecs import hookimpl  # noqa: E402  (the marker plugins decorate their hooks with)
 
