@@ -130,23 +130,11 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
     losses: list[float] = []
     with ctx.progress.task(f"{name} ipc {ipc}", total=config.iterations) as task:
         for it in range(config.iterations):
-            if fixed is not None:
-                net = fixed
-            else:
-                net = m.matching_net(
-                    private, stats, m.net_seed(ctx.seed, name, it), width=config.width, depth=config.depth,
-                    norm=config.norm,
-                ).to(device)
-                net.requires_grad_(False)
-                net.train()
+            net = fixed if fixed is not None else m.iteration_net(private, stats, config, ctx.seed, name, it, device)
             x_real, real_counts = real.draw()
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             loss = loss_fn(net, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, chunk)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # Per class, as the reference prints it.
-            value = float(loss.detach()) / private.num_classes
+            value = m.descend(optimizer, loss, private.num_classes)
             losses.append(value)
             task.advance(1, loss=value)
     return m.matched_release(

@@ -29,6 +29,7 @@ import torch
 from privbench.accounting import guarantee, noise_for
 from privbench.api import Dataset, Release, RunContext
 from privbench.augment import DSA, AugParams
+from privbench.training import ON_DEVICE_LIMIT
 
 from . import _matching as m
 from ._dm import embed_real, real_chunk
@@ -54,13 +55,13 @@ def noisy_class_means(net: torch.nn.Module, dsa: DSA, by_class: Sequence[torch.T
                       params: Sequence[AugParams] | None, q: float, clip: float, sigma: float, dim: int,
                       sampler: torch.Generator, noise: torch.Generator, chunk: int | None) -> torch.Tensor:
     """The mechanism: per class, (sum of clipped embeddings of a Poisson sample + N(0, (sigma C)^2)) / (q n_c)."""
-    device = source.device
+    device = net_device(net)
     means = []
     for c, idx in enumerate(by_class):
         picked = idx[torch.rand(idx.numel(), generator=sampler) < q] if q < 1 else idx
         total = torch.zeros(dim, device=device)
         if picked.numel():
-            x = source[picked.to(device)]
+            x = source[picked.to(source.device)].to(device)
             if params is not None:
                 x = m.augment_by_class(dsa, x, [x.shape[0]], [params[c]])
             total = clip_rows(embed_real(net, x, chunk), clip).sum(0)
@@ -74,6 +75,10 @@ def synthetic_class_means(net: torch.nn.Module, dsa: DSA, syn: m.SyntheticSet,
                           params: Sequence[AugParams] | None, clip: float) -> torch.Tensor:
     rows = net.embed(m.augment_by_class(dsa, syn.pixels(), syn.counts, params))
     return m.segment_means(clip_rows(rows, clip), syn.counts)
+
+
+def net_device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
 
 
 def _secret_generator() -> torch.Generator:
@@ -94,7 +99,8 @@ def dp_distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunCo
     syn = m.SyntheticSet(private, ipc, config.init, stats, device, m.seeded_generator(ctx.seed, name, "init"))
     labels = private.train.labels
     by_class = [torch.nonzero(labels == k).flatten() for k in range(private.num_classes)]
-    source = private.train.images.to(device)
+    images = private.train.images  # on the device when it fits there, the policy of the shared training loop
+    source = images.to(device) if images.element_size() * images.nelement() <= ON_DEVICE_LIMIT else images
     sampler = _secret_generator() if private_run else m.seeded_generator(ctx.seed, name, "sample")
     noise = _secret_generator() if private_run else m.seeded_generator(ctx.seed, name, "noise")
     aug_generator = m.seeded_generator(ctx.seed, name, "dsa")
@@ -104,19 +110,12 @@ def dp_distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunCo
     losses: list[float] = []
     with ctx.progress.task(f"{name} ipc {ipc}", total=config.iterations) as task:
         for it in range(config.iterations):
-            net = m.matching_net(private, stats, m.net_seed(ctx.seed, name, it), width=config.width,
-                                 depth=config.depth, norm=config.norm).to(device)
-            net.requires_grad_(False)
-            net.train()
+            net = m.iteration_net(private, stats, config, ctx.seed, name, it, device)
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             fake = synthetic_class_means(net, dsa, syn, params, config.clip_norm)
             real = noisy_class_means(net, dsa, by_class, source, params, config.sample_rate, config.clip_norm,
                                      sigma, fake.shape[1], sampler, noise, chunk)
-            loss = (real - fake).pow(2).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach()) / private.num_classes
+            value = m.descend(optimizer, (real - fake).pow(2).sum(), private.num_classes)
             losses.append(value)
             task.advance(1, loss=value)
     privacy = guarantee(sigma, config.sample_rate, max(1, config.iterations), delta, config.clip_norm,

@@ -19,7 +19,7 @@ Imported lazily by the plugin modules, so listing plugins never imports torch.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -231,3 +231,21 @@ def matched_release(name: str, ipc: int, syn: SyntheticSet, losses: list[float],
 
 def net_seed(seed: int, method: str, iteration: int) -> int:
     return derive_seed(seed, method, "net", iteration)
+
+
+def iteration_net(private: Dataset, stats: tuple[torch.Tensor, torch.Tensor], config: Any, seed: int, method: str,
+                  iteration: int, device: torch.device) -> torch.nn.Module:
+    """The fresh, frozen random ConvNet of one matching iteration (train mode, as the reference embeds)."""
+    net = matching_net(private, stats, net_seed(seed, method, iteration), width=config.width, depth=config.depth,
+                       norm=config.norm).to(device)
+    net.requires_grad_(False)
+    net.train()
+    return net
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_classes: int) -> float:
+    """One step on the synthetic images; the loss per class, as the reference prints it."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()) / num_classes
