@@ -63,6 +63,11 @@ class Dataset:
     ``train`` is the private set a release is made from. ``val`` is for model
     selection. ``test`` is touched only for final scores. Attacks take their
     non-members from ``val`` and ``test``, so a distiller must read ``train`` only.
+
+    ``public_class_counts``, when set, are class sizes declared public: a
+    private mechanism normalises by them instead of counting its input, so
+    that adding or removing one image changes nothing but the noisy sums (a
+    canary audit declares them before it draws which canaries go in).
     """
 
     name: str
@@ -73,6 +78,7 @@ class Dataset:
     spec: str = ""
     public: bool = False
     description: str = ""
+    public_class_counts: tuple[int, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -114,11 +120,26 @@ class Dataset:
                 h.update(np.ascontiguousarray(split.attributes[key].numpy()).tobytes())
         return h.hexdigest()
 
-    def with_train(self, train: Split, name_suffix: str = "") -> "Dataset":
-        """The same dataset with another private set (shadow runs of an attack)."""
+    def with_train(self, train: Split, name_suffix: str = "",
+                   public_class_counts: tuple[int, ...] | None = None) -> "Dataset":
+        """The same dataset with another private set (shadow runs of an attack).
+
+        A declaration of public class counts does not carry over to another
+        private set; pass the new one, if any.
+        """
         return dataclasses.replace(
-            self, train=train, name=self.name + name_suffix
+            self, train=train, name=self.name + name_suffix, public_class_counts=public_class_counts
         )
+
+    def declared_class_counts(self) -> tuple[list[int], str]:
+        """The class sizes a mechanism may treat as public, and where they come from."""
+        if self.public_class_counts is not None:
+            counts = [int(c) for c in self.public_class_counts]
+            if len(counts) != self.num_classes or min(counts) < 1:
+                raise UserError(f"dataset {self.name!r}: public_class_counts must give a positive count for each "
+                                f"of the {self.num_classes} classes, got {list(self.public_class_counts)}")
+            return counts, "declared with the dataset"
+        return self.train.class_counts(self.num_classes), "counted in the training split, and declared public"
 
     def validate(self) -> "Dataset":
         """Check the data contract; raise :class:`UserError` with one clear line."""

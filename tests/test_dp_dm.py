@@ -42,12 +42,12 @@ def test_without_noise_and_clipping_the_update_is_plain_dm(digits):
     labels = digits.train.labels
     by_class = [torch.nonzero(labels == k).flatten() for k in range(digits.num_classes)]
     fake = _dp_dm.synthetic_class_means(net, dsa, syn, params, math.inf)
+    counts = [int(i.numel()) for i in by_class]
     real = _dp_dm.noisy_class_means(net, dsa, by_class, digits.train.images, params, 1.0, math.inf, 0.0,
-                                    fake.shape[1], torch.Generator(), torch.Generator(), None)
+                                    fake.shape[1], torch.Generator(), torch.Generator(), None, counts)
     dp_loss = (real - fake).pow(2).sum()
     (dp_grad,) = torch.autograd.grad(dp_loss, syn.z)
     index = torch.cat(by_class)
-    counts = [int(i.numel()) for i in by_class]
     dm_loss = _dm.dm_loss(net, dsa, digits.train.images[index], counts, syn.pixels(), syn.counts, params)
     (dm_grad,) = torch.autograd.grad(dm_loss, syn.z)
     assert float(dp_loss.detach()) == pytest.approx(float(dm_loss.detach()), rel=1e-4)

@@ -72,8 +72,10 @@ def observe(model, images: torch.Tensor, query_list, ctx: RunContext) -> np.ndar
 _RELEASES: "OrderedDict[str, Release]" = OrderedDict()
 
 
-def _cache_key(dataset: Dataset, private: Split, manifest: dict, seed: int, device: str) -> str:
+def _cache_key(dataset: Dataset, private: Split, manifest: dict, seed: int, device: str,
+               public_class_counts: tuple[int, ...] | None = None) -> str:
     h = hashlib.sha256()
+    h.update(repr(public_class_counts).encode())
     h.update(dataset.fingerprint.encode())
     h.update(np.ascontiguousarray(private.images.numpy()).tobytes())
     h.update(np.ascontiguousarray(private.labels.numpy()).tobytes())
@@ -83,10 +85,14 @@ def _cache_key(dataset: Dataset, private: Split, manifest: dict, seed: int, devi
     return h.hexdigest()
 
 
-def rebuild_release(target: AuditTarget, private: Split, seed: int, ctx: RunContext, label: str) -> Release:
-    """The release's pipeline re-run on ``private`` with ``seed`` (cached); a failure names the pipeline."""
-    data = target.dataset.with_train(private, name_suffix=f"[{label}]")
-    key = _cache_key(target.dataset, private, target.release.manifest, seed, ctx.device)
+def rebuild_release(target: AuditTarget, private: Split, seed: int, ctx: RunContext, label: str,
+                    public_class_counts: tuple[int, ...] | None = None) -> Release:
+    """The release's pipeline re-run on ``private`` with ``seed`` (cached); a failure names the pipeline.
+
+    ``public_class_counts`` declares the class sizes public (see :class:`privbench.api.Dataset`).
+    """
+    data = target.dataset.with_train(private, name_suffix=f"[{label}]", public_class_counts=public_class_counts)
+    key = _cache_key(target.dataset, private, target.release.manifest, seed, ctx.device, public_class_counts)
     if key in _RELEASES:
         _RELEASES.move_to_end(key)
         return _RELEASES[key]

@@ -5,7 +5,7 @@ independently with probability q (Poisson sampling); its embedding under the
 iteration's random ConvNet, after the class's DSA transform, is clipped to L2
 norm C; the clipped sum gets Gaussian noise of standard deviation sigma x C and
 is divided by q x n_c (the expected batch size; the class counts n_c are
-declared public). One image changes one class's sum by at most C, so each
+public: declared with the dataset, or counted and then declared public). One image changes one class's sum by at most C, so each
 iteration is one sampled Gaussian mechanism of noise multiplier sigma, and the
 T iterations compose into the (epsilon, delta) that :mod:`privbench.accounting`
 computes. Everything else is independent of the private images: the
@@ -53,8 +53,12 @@ def auto_delta(n: int) -> float:
 
 def noisy_class_means(net: torch.nn.Module, dsa: DSA, by_class: Sequence[torch.Tensor], source: torch.Tensor,
                       params: Sequence[AugParams] | None, q: float, clip: float, sigma: float, dim: int,
-                      sampler: torch.Generator, noise: torch.Generator, chunk: int | None) -> torch.Tensor:
-    """The mechanism: per class, (sum of clipped embeddings of a Poisson sample + N(0, (sigma C)^2)) / (q n_c)."""
+                      sampler: torch.Generator, noise: torch.Generator, chunk: int | None,
+                      counts: Sequence[int]) -> torch.Tensor:
+    """The mechanism: per class, (sum of clipped embeddings of a Poisson sample + N(0, (sigma C)^2)) / (q n_c).
+
+    ``counts`` are the public class sizes n_c (never counted from the sample).
+    """
     device = net_device(net)
     means = []
     for c, idx in enumerate(by_class):
@@ -67,7 +71,7 @@ def noisy_class_means(net: torch.nn.Module, dsa: DSA, by_class: Sequence[torch.T
             total = clip_rows(embed_real(net, x, chunk), clip).sum(0)
         if sigma > 0:
             total = total + (torch.randn(dim, generator=noise) * (sigma * clip)).to(device)
-        means.append(total / (q * idx.numel()))
+        means.append(total / (q * counts[c]))
     return torch.stack(means)
 
 
@@ -99,6 +103,7 @@ def dp_distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunCo
     syn = m.SyntheticSet(private, ipc, config.init, stats, device, m.seeded_generator(ctx.seed, name, "init"))
     labels = private.train.labels
     by_class = [torch.nonzero(labels == k).flatten() for k in range(private.num_classes)]
+    counts, counts_source = private.declared_class_counts()
     images = private.train.images  # on the device when it fits there, the policy of the shared training loop
     source = images.to(device) if images.element_size() * images.nelement() <= ON_DEVICE_LIMIT else images
     sampler = _secret_generator() if private_run else m.seeded_generator(ctx.seed, name, "sample")
@@ -114,13 +119,15 @@ def dp_distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunCo
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             fake = synthetic_class_means(net, dsa, syn, params, config.clip_norm)
             real = noisy_class_means(net, dsa, by_class, source, params, config.sample_rate, config.clip_norm,
-                                     sigma, fake.shape[1], sampler, noise, chunk)
+                                     sigma, fake.shape[1], sampler, noise, chunk, counts)
             value = m.descend(optimizer, (real - fake).pow(2).sum(), private.num_classes)
             losses.append(value)
             task.advance(1, loss=value)
     privacy = guarantee(sigma, config.sample_rate, max(1, config.iterations), delta, config.clip_norm,
                         config.accountant)
-    privacy["public"] = "the number of training images of each class; the image shape; the class names"
+    privacy["public"] = (f"the number of training images of each class ({counts_source}); the image shape; "
+                         "the class names")
+    privacy["public_class_counts"] = counts
     privacy["noise_source"] = "operating-system entropy (not the seed)" if private_run else "none (epsilon inf)"
     return m.matched_release(name, ipc, syn, losses, "squared distance of the noisy real and the synthetic "
                              "class means of clipped embeddings, averaged over classes", privacy=privacy)
