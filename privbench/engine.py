@@ -220,7 +220,7 @@ def run_attack(
         plugin_version=record.version,
         config={"attack": name, "options": config_to_dict(config), "settings": dict(ctx.settings),
                 "release_provenance": "absent" if target.release.provenance is None else "present",
-                **release_columns(target.release)},
+                **release_identity(target.release)},
         seed=ctx.seed,
         device=ctx.device,
         warnings=ctx.warnings[warnings_before:],
@@ -236,10 +236,28 @@ def dataset_columns(dataset: Dataset) -> dict[str, Any]:
     return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint}
 
 
-def release_columns(release: Release) -> dict[str, Any]:
+def release_identity(release: Release) -> dict[str, Any]:
+    """Method, ipc and seed: what names a release in a run's configuration."""
     m = release.manifest
     return {
         "release_method": str(m.get("method", "")),
         "release_ipc": m.get("ipc"),
         "release_seed": m.get("seed"),
     }
+
+
+def release_epsilon(release: Release) -> float | None:
+    """The epsilon a release's manifest guarantees (inf for a private method run without noise); None: none stated."""
+    privacy = release.manifest.get("privacy")
+    if not isinstance(privacy, dict) or "epsilon" not in privacy:
+        return None
+    try:
+        value = float(privacy["epsilon"])
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and value > 0 else None
+
+
+def release_columns(release: Release) -> dict[str, Any]:
+    """The result tables' release columns: its identity and its guarantee."""
+    return {**release_identity(release), "release_epsilon": release_epsilon(release)}

@@ -38,6 +38,7 @@ RESULTS_SCHEMA = pa.schema(
         ("release_method", pa.string()),
         ("release_ipc", pa.int64()),
         ("release_seed", pa.int64()),
+        ("release_epsilon", pa.float64()),
         ("evaluator", pa.string()),
         ("game", pa.string()),
         ("measure", pa.string()),
@@ -69,6 +70,7 @@ RUNS_SCHEMA = pa.schema(
         ("release_method", pa.string()),
         ("release_ipc", pa.int64()),
         ("release_seed", pa.int64()),
+        ("release_epsilon", pa.float64()),
         ("evaluator", pa.string()),
         ("plugin_package", pa.string()),
         ("plugin_version", pa.string()),
@@ -118,6 +120,7 @@ class RunInfo:
     release_method: str = ""
     release_ipc: int | None = None
     release_seed: int | None = None
+    release_epsilon: float | None = None  # the release's stated guarantee; None: it states none
     evaluator: str = ""
     plugin_package: str = ""
     plugin_version: str = ""
@@ -150,6 +153,7 @@ def result_records(info: RunInfo, rows: Iterable[ResultRow]) -> list[dict[str, A
                 "release_method": info.release_method,
                 "release_ipc": info.release_ipc,
                 "release_seed": info.release_seed,
+                "release_epsilon": info.release_epsilon,
                 "evaluator": info.evaluator,
                 "game": r.game,
                 "measure": r.measure,
@@ -183,6 +187,7 @@ def run_record(info: RunInfo) -> dict[str, Any]:
         "release_method": info.release_method,
         "release_ipc": info.release_ipc,
         "release_seed": info.release_seed,
+        "release_epsilon": info.release_epsilon,
         "evaluator": info.evaluator,
         "plugin_package": info.plugin_package,
         "plugin_version": info.plugin_version,
@@ -243,6 +248,8 @@ def write_runs(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 RESULTS_NOT_NULL = ("dataset", "task", "evaluator", "measure")
+OPTIONAL_COLUMNS = ("release_epsilon",)
+"""Columns added after the first tables were written: a table without one reads it as empty (null)."""
 RUNS_NOT_NULL = ("job", "dataset")
 """Columns every row must fill: the report groups and labels rows by them."""
 
@@ -269,6 +276,9 @@ _FAMILIES = (
 
 def _conform(table: pa.Table, schema: pa.Schema, not_null: tuple[str, ...], path: Path, what: str) -> pa.Table:
     """``table`` with the schema's column types, or one :class:`UserError` naming what is missing or wrong."""
+    for name in OPTIONAL_COLUMNS:
+        if name in schema.names and name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, schema.field(name).type))
     missing = [name for name in schema.names if name not in table.column_names]
     if missing:
         raise UserError(f"{path} is not a privbench {what}: missing column(s) {', '.join(missing)}")

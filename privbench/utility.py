@@ -181,7 +181,7 @@ def evaluate_release(
     ctx: RunContext,
 ) -> list[tuple[RunInfo, list[ResultRow]]]:
     """Utility rows for each model: ``seeds`` classifiers (seeds ctx.seed + k) scored on ``dataset.test``."""
-    from privbench.engine import dataset_columns, release_columns
+    from privbench.engine import dataset_columns, release_columns, release_identity
 
     config = config or UtilityConfig()
     check_models(models)
@@ -229,7 +229,7 @@ def evaluate_release(
             plugin_package="privbench",
             plugin_version=privbench.__version__,
             config={"model": key, "seeds": seeds, "options": config_to_dict(config),
-                    "weights_loaded": resolve_weights(key, config.weights), **release_columns(release)},
+                    "weights_loaded": resolve_weights(key, config.weights), **release_identity(release)},
             seed=ctx.seed,
             device=ctx.device,
             warnings=ctx.warnings[warnings_before:],

@@ -148,3 +148,58 @@ def test_rows_with_different_target_steps_carry_a_warning(tmp_path):
     write_results(tmp_path / "results.parquet", records)
     html = write_report(tmp_path / "results.parquet", tmp_path / "report").read_text()
     assert "different numbers of optimiser steps (38, 300)" in html
+
+
+def _dp_rows(epsilon, accuracy, bound, violation=False):
+    info = dict(dataset="digits", dataset_fingerprint="f" * 64, release_method="dp-dm", release_ipc=10,
+                release_seed=0, release_epsilon=epsilon, device="cpu")
+    utility = RunInfo(job=f"utility dp-dm {epsilon}", task="utility", evaluator="convnet", **info)
+    canary = RunInfo(job=f"canary dp-dm {epsilon}", task="audit", evaluator="canary", **info)
+    detail = {"score": "loss", "guesses": 100, "right": 57, "delta": 1e-5, "violation": violation,
+              "theoretical_epsilon": "inf" if epsilon == float("inf") else epsilon}
+    records = result_records(utility, [ResultRow("balanced_accuracy", accuracy, accuracy - 0.03, accuracy + 0.03, 3,
+                                                 True)])
+    records += result_records(canary, [ResultRow("canary.epsilon_lower", bound, bound, float("inf"), 100, True,
+                                                 detail=detail),
+                                       ResultRow("canary.loss.guess_accuracy", 0.57, 0.47, 0.67, 100, True)])
+    return records
+
+
+def test_releases_that_differ_only_in_epsilon_stay_apart_with_their_guarantee_and_bound(results, tmp_path):
+    from privbench.results import read_records
+
+    records = read_records(results)
+    for epsilon, accuracy, bound in ((1.0, 0.6, 0.0), (10.0, 0.7, 0.3), (float("inf"), 0.8, 1.2)):
+        records += _dp_rows(epsilon, accuracy, bound)
+    write_results(results, records)
+    html = write_report(results, tmp_path / "report").read_text()
+    for label in ("dp-dm ipc=10 ε=1", "dp-dm ipc=10 ε=10", "dp-dm ipc=10 ε=∞"):
+        assert label in html, label
+    table1 = html[html.index("Table 1: utility"):html.index("Table 2: membership")]
+    assert "ε guaranteed" in table1 and "∞ (none)" in table1  # dm and the rest guarantee nothing
+    guarantees = html[html.index("Guarantees and canary audits"):]
+    assert "within the guarantee" in guarantees and "57 of 100" in guarantees
+    assert "no guarantee to check" in guarantees  # epsilon = inf
+    assert "EXCEEDS" not in guarantees
+    assert (tmp_path / "report" / "figures" / "utility_epsilon.png").is_file()
+    summary = html[html.index("<h2>Summary</h2>"):html.index("Table 1: utility")]
+    assert "dp-dm ipc=10 ε=10: proves ε = 10, canaries show ε ≥ 0.30 (within it)" in summary
+
+
+def test_a_bound_above_the_guarantee_is_called_a_bug(results, tmp_path):
+    write_results(results, _dp_rows(0.5, 0.6, 0.9, violation=True))
+    html = write_report(results, tmp_path / "report").read_text()
+    assert "EXCEEDS the guarantee" in html and "ABOVE the guarantee" in html
+
+
+def test_a_results_table_from_before_the_epsilon_column_still_reads(results, tmp_path):
+    import pyarrow.parquet as pq
+
+    from privbench.results import read_results
+
+    table = pq.read_table(results)
+    old = tmp_path / "old.parquet"
+    pq.write_table(table.drop(["release_epsilon"]), old)
+    rows = read_results(old)
+    assert rows and all(r["release_epsilon"] is None for r in rows)
+    assert "Table 1: utility" in write_report(old, tmp_path / "old-report").read_text()

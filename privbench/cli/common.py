@@ -80,6 +80,8 @@ def fmt_number(value: Any, digits: int = 4) -> str:
 
 def results_table(records: Iterable[dict[str, Any]], title: str | None = None) -> Table:
     """A rich table of result records: value [CI] (n); the game of a privacy figure, and a confounded one marked."""
+    from privbench.report.tables import release_label
+
     records = list(records)
     games = any(r.get("game") for r in records)
     table = Table(title=title, show_lines=False)
@@ -87,9 +89,7 @@ def results_table(records: Iterable[dict[str, Any]], title: str | None = None) -
     for col in columns:
         table.add_column(col, justify="right" if col in ("value", "n") else "left")
     for r in records:
-        release = r.get("release_method") or ""
-        if r.get("release_ipc") is not None:
-            release += f" ipc={r['release_ipc']}"
+        release = release_label(r) if r.get("release_method") else ""
         try:
             detail = json.loads(r["detail"]) if r.get("detail") else {}
         except (json.JSONDecodeError, TypeError):

@@ -17,10 +17,12 @@ from typing import Any
 
 from privbench.report import html as H
 from privbench.report.figures import metric_bar_charts, privacy_utility_plot
+from privbench.report.guarantees import guarantee_section, utility_epsilon_plot
 from privbench.report.summary import dataset_summaries
 from privbench.report.tables import (
     MIA_VARIANTS,
     Cell,
+    epsilon_text,
     evaluator_tables,
     metric_names,
     privacy_table,
@@ -80,11 +82,13 @@ def _utility_section(records: list[dict[str, Any]]) -> str:
     rows = utility_table(records)
     if not rows:
         return "<p class='note'>No utility results.</p>"
-    body = [[f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", f"<td>{H.esc(r['model'])}</td>",
+    body = [[f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>",
+             f"<td class='num'>{H.esc(epsilon_text(r['epsilon']))}</td>", f"<td>{H.esc(r['model'])}</td>",
              H.cell_td(r["accuracy"], True), H.cell_td(r["balanced_accuracy"], True), H.cell_td(r["roc_auc"]),
              _n_td(r["accuracy"])]
             for r in rows]
-    return H.table(["dataset", "release", "model", "accuracy %", "balanced accuracy %", "ROC AUC", "n (seeds)"], body)
+    return H.table(["dataset", "release", "ε guaranteed", "model", "accuracy %", "balanced accuracy %", "ROC AUC",
+                    "n (seeds)"], body)
 
 
 def _n_td(*cells: Cell) -> str:
@@ -105,15 +109,18 @@ def _mia_section(records: list[dict[str, Any]]) -> str:
         if first is not None and first.detail.get("targets"):
             spread = (f"{first.detail['targets']} targets: mean {first.detail['mean_over_targets']:.3f}, "
                       f"{first.detail['min_over_targets']:.3f}-{first.detail['max_over_targets']:.3f}")
+        bound = r["canary_bound"]
         body.append([
             f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(r['release'])}</td>", f"<td>{H.esc(r['game'])}</td>",
+            f"<td class='num'>{H.esc(epsilon_text(r['epsilon']))}</td>",
+            f"<td class='num'>{'–' if bound.value is None else f'{bound.value:.3f}'}</td>",
             *aucs,
             H.cell_td(r["mia_tpr_1"], True, note=r["mia_tpr_1_variant"].replace("_", " ")),
             H.cell_td(r["mia_tpr_01"], True), H.cell_td(r["mia_null_auc"]),
             f"<td>{H.esc(spread)}</td>", f"<td class='num'>{H.esc(r['mia_steps'])}</td>",
             _n_td(r["mia_loss_auc"], r["mia_tpr_1"]),
         ])
-    headers = ["dataset", "release", "game", "AUC: loss", "AUC: LiRA offline", "AUC: LiRA online", "AUC: RMIA",
+    headers = ["dataset", "release", "game", "ε guaranteed", "ε lower bound (canaries, 95%)", "AUC: loss", "AUC: LiRA offline", "AUC: LiRA online", "AUC: RMIA",
                "AUC: release distance", "TPR % at 1% FPR (strongest attack, exact CI)",
                "TPR % at 0.1% FPR (same attack)", "null control AUC (same attack)",
                "spread over targets (first attack's AUC)", "target optimiser steps", "n"]
@@ -289,6 +296,7 @@ def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out
     allowed = datasets if show_private_images else _public_datasets(datasets)
     metric_figs = metric_bar_charts(records, figures_dir)
     tradeoff = privacy_utility_plot(records, figures_dir)
+    by_epsilon = utility_epsilon_plot(records, figures_dir)
     several = len({r.get("release_seed") for r in records}) > 1
     job_figs = _job_figures(jobs_dir, allowed, several)
     for i, fig in enumerate(job_figs):
@@ -322,6 +330,11 @@ def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out
                  "pipeline never saw) contains 0.5; a <i>confounded</i> attack reads a difference between the "
                  "splits, not membership. Compare rows only at equal target optimiser steps. n counts the "
                  "candidates (members and non-members).</p>" + _provenance_note(records) + _mia_section(records))
+    parts.append(guarantee_section(records))
+    if by_epsilon is not None:
+        parts.append("<h2>Utility against epsilon</h2>" + H.image_tag(
+            by_epsilon, "Balanced accuracy by guaranteed epsilon (∞: no guarantee), and the canary audit's lower "
+                        "bound against the guarantee"))
     parts.append("<p class='note'>Attribute inference: the attacker sees a partial record. Leakage is its success on "
                  "members against its success on non-member controls (the Anonymeter risk); the baseline attacker "
                  "has no access to the released model.</p>" + _aia_section(records))

@@ -65,8 +65,25 @@ def metric_bar_charts(records: list[dict[str, Any]], out_dir: Path, prefix: str 
     return paths
 
 
+def legend_entries(axes) -> tuple[list, list[str]]:
+    """Every labelled artist of every panel, once: a release may be missing from the first panel."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    return handles, labels
+
+
 def _utility_cell(idx: dict, dataset: str, release: str, model: str = "convnet") -> Cell:
     return cell(idx, dataset, release, model, "balanced_accuracy")
+
+
+def _bound(idx: dict, dataset: str, release: str) -> Cell:
+    """The canary audit's bound as a point (its interval is one-sided, so no bar)."""
+    c = cell(idx, dataset, release, "canary", "canary.epsilon_lower")
+    return Cell(c.value, c.value, c.value, c.n, c.status, c.detail)
 
 
 def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path | None:
@@ -84,6 +101,7 @@ def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path |
         ("MIA AUC (strongest unconfounded attack)", lambda d, r: best_mia(idx, d, r, "auc")[1]),
         ("Reconstruction SSIM gap (members - non-members)",
          lambda d, r: cell(idx, d, r, "autoencoder", "reconstruction_gap.ssim")),
+        ("ε lower bound from canaries (95%, one-sided)", lambda d, r: _bound(idx, d, r)),
     ]
     points = []
     for dataset, releases in releases_by_dataset(records).items():
@@ -95,7 +113,12 @@ def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path |
     usable = [i for i in range(len(panels)) if any(p[3][i].value is not None for p in points)]
     if not points or not usable:
         return None
-    fig, axes = plt.subplots(1, len(usable), figsize=(4.6 * len(usable), 3.9), squeeze=False)
+    cols = 2 if len(usable) == 4 else min(3, len(usable))
+    rows = -(-len(usable) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows + 0.5), squeeze=False)
+    axes = [list(grid.flat)]
+    for ax in axes[0][len(usable):]:
+        ax.set_visible(False)
     markers = "osD^v<>ph*"
     datasets = list(dict.fromkeys(p[0] for p in points))
     releases = list(dict.fromkeys(p[1] for p in points))
@@ -118,10 +141,10 @@ def privacy_utility_plot(records: list[dict[str, Any]], out_dir: Path) -> Path |
         ax.set_xlabel(f"utility: balanced accuracy ({model})")
         ax.set_ylabel(panels[i][0])
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = legend_entries(axes[0])
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("Privacy-utility trade-off (up = more leakage, right = more useful; 95% CIs)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    fig.tight_layout(rect=(0, 0.09 / rows, 1, 1))
     path = out_dir / "privacy_utility.png"
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -100,6 +100,35 @@ def _exposure(records, idx, dataset: str, releases: list[str]) -> list[str]:
     return lines
 
 
+def guarantee_line(records: list[dict[str, Any]], dataset: str) -> str | None:
+    """Which releases prove an epsilon, and whether the canary audit's bound stayed within it."""
+    from privbench.report.guarantees import guarantee_rows
+    from privbench.report.tables import epsilon_text
+
+    parts = []
+    for r in guarantee_rows(records):
+        if r["dataset"] != dataset:
+            continue
+        bound, epsilon = r["bound"], r["epsilon"]
+        if epsilon is None:
+            text = f"{r['release']}: no guarantee"
+        elif epsilon == float("inf"):
+            text = f"{r['release']}: ε = ∞ (run without noise)"
+        else:
+            text = f"{r['release']}: proves ε = {epsilon_text(epsilon)}"
+        if bound.value is not None:
+            text += f", canaries show ε ≥ {bound.value:.2f}"
+            if bound.detail.get("violation"):
+                text += " (ABOVE the guarantee: the mechanism or its accounting is wrong)"
+            elif epsilon is not None and epsilon != float("inf"):
+                text += " (within it)"
+        parts.append(text)
+    if not parts:
+        return None
+    return ("Differential privacy (the guaranteed epsilon, and the canary audit's 95% lower bound, which must not "
+            "exceed it): " + "; ".join(parts) + ".")
+
+
 def dataset_summaries(records: list[dict[str, Any]]) -> dict[str, list[str]]:
     idx = index(records)
     models = sorted({r["evaluator"] for r in records if r["task"] == "utility"})
@@ -136,6 +165,9 @@ def dataset_summaries(records: list[dict[str, Any]]) -> dict[str, list[str]]:
         elif copying and any(best_mia(idx, dataset, r, "auc")[1].value is not None for r in releases):
             lines.append(f"Membership privacy: no release is ranked; {', '.join(sorted(copying))} contain private "
                          "images, and no other release has an unconfounded membership AUC.")
+        guaranteed = guarantee_line(records, dataset)
+        if guaranteed:
+            lines.append(guaranteed)
         if model:
             util = {r: cell(idx, dataset, r, model, "balanced_accuracy") for r in releases}
             p = _phrase(util, True, f"Utility (balanced accuracy of a {model} trained on the release)")

@@ -10,6 +10,8 @@ party's rows appear in the per-evaluator tables at the end):
   ``release`` or ``method`` game (the ``game`` column), with a ``null`` subset;
 * ``aia``: ``with_model.auc``, ``baseline.auc``, ``success.members``,
   ``success.controls``, ``risk``;
+* ``canary``: ``canary.epsilon_lower`` (the best bound) and, per score,
+  ``canary.<score>.epsilon_lower``, ``.guess_accuracy``, ``.auc``;
 * ``autoencoder``: ``reconstruction.<metric>``, ``reconstruction_gap.<metric>``,
   ``reconstruction_mia.auc``, ``memorisation.pixel.<metric>``,
   ``memorisation.verbatim``, ``memorisation.near_copies``.
@@ -18,6 +20,7 @@ party's rows appear in the per-evaluator tables at the end):
 from __future__ import annotations
 
 import json
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,10 +80,21 @@ class Cell:
         return self.ci_low is not None and self.ci_high is not None and not self.ci_low <= value <= self.ci_high
 
 
+def epsilon_text(epsilon: float | None) -> str:
+    """A release's guarantee in words: its epsilon, or the infinity of a release that states none."""
+    if epsilon is None or epsilon != epsilon:
+        return "∞ (none)"
+    return "∞" if math.isinf(epsilon) else f"{epsilon:.3g}"
+
+
 def release_label(r: dict[str, Any], with_seed: bool = False) -> str:
+    """Method, ipc, and the epsilon of a release that states a guarantee (so that epsilons do not merge)."""
     label = r.get("release_method") or "?"
     if r.get("release_ipc") is not None:
         label += f" ipc={r['release_ipc']}"
+    epsilon = r.get("release_epsilon")
+    if epsilon is not None and epsilon == epsilon:
+        label += f" ε={epsilon_text(epsilon)}"
     if with_seed and r.get("release_seed") is not None:
         label += f" s{r['release_seed']}"
     return label
@@ -135,9 +149,22 @@ def releases_by_dataset(records: list[dict[str, Any]]) -> "OrderedDict[str, list
     return order
 
 
+def release_epsilons(records: list[dict[str, Any]]) -> dict[tuple[str, str], float | None]:
+    """(dataset, release label) -> the epsilon the release guarantees (None: it states no guarantee)."""
+    seeds = several_seeds(records)
+    out: dict[tuple[str, str], float | None] = {}
+    for r in records:
+        key = (r["dataset"], release_label(r, seeds))
+        if out.get(key) is None:
+            value = r.get("release_epsilon")
+            out[key] = None if value is None or value != value else float(value)
+    return out
+
+
 def utility_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table 1: accuracy, balanced accuracy and ROC AUC per dataset, release and model."""
+    """Table 1: accuracy, balanced accuracy and ROC AUC per dataset, release and model, beside the guarantee."""
     idx = index(records)
+    epsilons = release_epsilons(records)
     models = sorted({r["evaluator"] for r in records if r["task"] == "utility"})
     rows = []
     for dataset, releases in releases_by_dataset(records).items():
@@ -146,7 +173,8 @@ def utility_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 cells = {m: cell(idx, dataset, release, model, m) for m in ("accuracy", "balanced_accuracy", "roc_auc")}
                 if all(c.status == "missing" for c in cells.values()):
                     continue
-                rows.append({"dataset": dataset, "release": release, "model": model, **cells})
+                rows.append({"dataset": dataset, "release": release, "model": model,
+                             "epsilon": epsilons.get((dataset, release)), **cells})
     return rows
 
 
@@ -180,15 +208,19 @@ def optimiser_steps(c: Cell) -> str:
 
 
 def privacy_table(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table 2: per dataset, release and game, MIA AUC by attack, exposure at low FPR, the null control; AIA."""
+    """Table 2: per dataset, release and game, MIA AUC by attack, exposure at low FPR, the null control; AIA;
+    the guaranteed epsilon and the canary audit's lower bound."""
     idx = index(records)
+    epsilons = release_epsilons(records)
     rows = []
     for dataset, releases in releases_by_dataset(records).items():
         for release in releases:
             games = games_of(records, dataset, release) or [None]
             for game in games:
                 g = "any" if game is None else game
-                row = {"dataset": dataset, "release": release, "game": game or ""}
+                row = {"dataset": dataset, "release": release, "game": game or "",
+                       "epsilon": epsilons.get((dataset, release)),
+                       "canary_bound": cell(idx, dataset, release, "canary", "canary.epsilon_lower")}
                 for variant in MIA_VARIANTS:
                     row[f"mia_{variant}_auc"] = cell(idx, dataset, release, "mia", f"{variant}.auc", "all", g)
                 variant, tpr = best_mia(idx, dataset, release, "tpr_at_fpr_0.01", g)
