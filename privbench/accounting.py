@@ -5,9 +5,9 @@ subsampled (rate q) Gaussian mechanism with noise multiplier sigma; its
 (epsilon, delta) guarantee is the composition of those T steps. privbench does
 not compute that bound itself: opacus's accountants do (RDP by default, PRV on
 request), and :func:`guarantee` records which accountant and version gave the
-number, so anyone can recompute it from a release's manifest. opacus is the
-``dp`` extra (``pip install 'privbench[dp]'``); without it each call is one
-line saying so.
+number, so anyone can recompute it from a release's manifest. opacus is a
+dependency of privbench; an environment that lacks it gets one line saying so
+from each call.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _opacus():
     try:
         import opacus
     except ImportError as exc:
-        raise UserError("differential-privacy accounting needs opacus: pip install 'privbench[dp]'") from exc
+        raise UserError("differential-privacy accounting needs opacus, which is not installed here: "
+                        "pip install 'opacus>=1.6'") from exc
     return opacus
 
 

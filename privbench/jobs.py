@@ -63,7 +63,11 @@ class Job:
 
 
 def _release_label(rel: ReleaseSpec) -> str:
-    return rel.method if rel.ipc is None else f"{rel.method} ipc={rel.ipc}"
+    """Method and ipc, and the epsilon asked for when the config sets one (releases differing only in it)."""
+    label = rel.method if rel.ipc is None else f"{rel.method} ipc={rel.ipc}"
+    if "epsilon" in rel.config:
+        label += f" epsilon={rel.config['epsilon']}"
+    return label
 
 
 def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) -> list[Job]:
@@ -98,7 +102,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                     jobs.append(Job("utility", spec, rel, seed, config_hash(ident),
                                     f"{spec}: utility {model} on {_release_label(rel)} seed={seed}", model,
                                     {"config": ucfg, "seeds": suite.utility_seeds}, distill.key, ident))
-                for attack in suite.attacks:
+                for attack in suite.attacks if rel.attacks is None else rel.attacks:
                     arec = registry.record("attack", attack)
                     options = attack_options(suite, rel, attack, arec.cls.Config)
                     acfg = config_to_dict(build_config(arec.cls.Config, options, owner=attack))

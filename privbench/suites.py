@@ -22,7 +22,7 @@ Example::
     config = { epochs = 100 }
 
     [audit]
-    attacks = ["autoencoder", "mia"]
+    attacks = ["autoencoder", "mia"]   # a release may run a subset: attacks = ["mia"] in its [[releases]]
     metrics = []          # empty: every installed metric
     [audit.config.mia]
     shadows = 4
@@ -75,6 +75,7 @@ RELEASE_FIELDS = (
     Field("config", is_table, "a table of distiller options"),
     Field("utility_config", is_table, "a table of utility options"),
     Field("audit_config", table_of(is_table), TABLES),
+    Field("attacks", one_or_list(is_nonempty_str), STRINGS),
 )
 UTILITY_FIELDS = (
     Field("models", one_or_list(is_nonempty_str), STRINGS),
@@ -103,6 +104,7 @@ class ReleaseSpec:
     config: dict[str, Any]
     utility_config: dict[str, Any] = field(default_factory=dict)
     audit_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attacks: tuple[str, ...] | None = None  # a subset of [audit] attacks for this release; None: all of them
 
 
 @dataclass
@@ -158,10 +160,11 @@ def parse_suite(path: Path) -> Suite:
     for i, entry in enumerate(raw.get("releases", [])):
         check_fields(entry, RELEASE_FIELDS, f"{where}, release {i + 1}", allow_unknown=False)
         audit_config = entry.get("audit_config", {})
+        attacks = tuple(dict.fromkeys(as_list(entry["attacks"]))) if "attacks" in entry else None
         for ipc in as_list(entry.get("ipc")) or [None]:
             releases.append(ReleaseSpec(entry["method"], ipc, dict(entry.get("config", {})),
                                         dict(entry.get("utility_config", {})),
-                                        {k: dict(v) for k, v in audit_config.items()}))
+                                        {k: dict(v) for k, v in audit_config.items()}, attacks))
     if not releases:
         raise UserError(f"{where}: no [[releases]] given")
     utility = check_fields(raw.get("utility", {}), UTILITY_FIELDS, f"{where}, [utility]", allow_unknown=False)
@@ -228,9 +231,15 @@ def validate_suite(suite: Suite, registry: Registry) -> None:
             from privbench.utility import UtilityConfig
 
             build_config(UtilityConfig, utility_options(suite, rel), owner=f"{owner}, utility_config")
+        if rel.attacks is not None:
+            extra = [a for a in rel.attacks if a not in suite.attacks]
+            if extra:
+                raise UserError(f"{owner}: attacks names {', '.join(map(repr, extra))}, which [audit] attacks does "
+                                f"not run; a release runs a subset of [audit] attacks ({', '.join(suite.attacks)})")
+        runs = suite.attacks if rel.attacks is None else rel.attacks
         for name in rel.audit_config:
-            if name not in suite.attacks:
-                raise UserError(f"{owner}: audit_config names attack {name!r} that [audit] attacks does not run")
+            if name not in runs:
+                raise UserError(f"{owner}: audit_config names attack {name!r} that this release does not run")
             cls = registry.get("attack", name)
             build_config(cls.Config, attack_options(suite, rel, name), owner=f"{owner}, audit_config.{name}")
     extra = sorted(set(suite.attack_config) - set(suite.attacks))

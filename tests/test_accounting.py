@@ -49,5 +49,5 @@ def test_without_opacus_the_accountant_is_one_line(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "opacus", None)  # import opacus now raises ImportError
-    with pytest.raises(UserError, match=r"privbench\[dp\]"):
+    with pytest.raises(UserError, match=r"needs opacus, which is not installed here"):
         epsilon_for(1.0, 0.1, 10, 1e-5)

@@ -172,3 +172,43 @@ def test_every_registry_suite_names_installed_plugins_and_valid_options():
     protocol = parse_suite(suites["paper-protocol"])
     assert protocol.reproduces == "razi2025" and protocol.utility_models == ["resnet50"]
     assert {r.method: r.config.get("feature_extractor") for r in protocol.releases}["dm"] == "resnet18"
+
+
+def test_a_release_runs_the_subset_of_attacks_it_names(tmp_path):
+    from privbench.jobs import plan_jobs
+    from privbench.plugins import get_registry
+    from privbench.suites import parse_suite, validate_suite
+
+    extra = ('\n[[releases]]\nmethod = "random"\nipc = [3]\nattacks = ["aia"]\n'
+             '\n[audit]\nattacks = ["mia", "aia"]\n')
+    suite = parse_suite(_write_suite(tmp_path / "s.toml", extra=extra))
+    validate_suite(suite, get_registry())
+    audits = [j for j in plan_jobs(suite, get_registry(), {"digits": "f" * 64}) if j.kind == "audit"]
+    by_ipc = {}
+    for j in audits:
+        by_ipc.setdefault(j.release.ipc, set()).add(j.evaluator)
+    assert by_ipc == {2: {"mia", "aia"}, 3: {"aia"}}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ('\n[[releases]]\nmethod = "random"\nipc = [3]\nattacks = ["canary"]\n\n[audit]\nattacks = ["mia"]\n',
+     "which [audit] attacks does not run"),
+    ('\n[[releases]]\nmethod = "random"\nipc = [3]\nattacks = ["aia"]\naudit_config = { mia = { shadows = 2 } }\n'
+     '\n[audit]\nattacks = ["mia", "aia"]\n', "that this release does not run"),
+])
+def test_a_release_cannot_name_attacks_the_suite_does_not_run(cli, tmp_path, extra, needle):
+    suite = _write_suite(tmp_path / "bad.toml", extra=extra)
+    assert_one_line_error(cli("run", suite, "--out", tmp_path / "out"), needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_releases_that_differ_only_in_epsilon_get_distinct_job_labels(tmp_path):
+    from privbench.jobs import plan_jobs
+    from privbench.plugins import get_registry
+    from privbench.suites import parse_suite
+
+    extra = "".join(f'\n[[releases]]\nmethod = "dp-dm"\nipc = [2]\nconfig = {{ epsilon = {e} }}\n'
+                    for e in ("1.0", "10.0", "inf"))
+    suite = parse_suite(_write_suite(tmp_path / "s.toml", extra=extra))
+    labels = [j.label for j in plan_jobs(suite, get_registry(), {"digits": "f" * 64}) if j.kind == "distill"]
+    assert len(labels) == len(set(labels)) and any("epsilon=1.0" in label for label in labels)
