@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from typing import Any, Iterable
@@ -151,8 +152,24 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float spelled as a string ("inf", "-inf", "nan").
+
+    Standard JSON has no Infinity, and privbench refuses it when it reads a
+    file; ``build_config`` reads "inf" back as the float, so an option such as
+    ``epsilon = inf`` survives a round trip through a manifest.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if obj != obj else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(json_safe(obj), sort_keys=True, separators=(",", ":"), default=str)
 
 
 def config_hash(obj: Any) -> str:

@@ -261,3 +261,17 @@ def release_epsilon(release: Release) -> float | None:
 def release_columns(release: Release) -> dict[str, Any]:
     """The result tables' release columns: its identity and its guarantee."""
     return {**release_identity(release), "release_epsilon": release_epsilon(release)}
+
+
+def make_run_context(device: str, seed: int, quiet: bool, cache_dir: Path | None = None, **extra: Any) -> RunContext:
+    """A :class:`RunContext` on the resolved device with a rich progress reporter on stderr.
+
+    In the core, so that the suite runner and tests make contexts the way the commands do.
+    """
+    from privbench.progress import RichProgress
+
+    kwargs: dict[str, Any] = {"device": resolve_device(device), "seed": seed, "progress": RichProgress(quiet=quiet)}
+    if cache_dir is not None:
+        kwargs["cache_dir"] = Path(cache_dir)
+    kwargs.update(extra)
+    return RunContext(**kwargs)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from privbench.config import build_config, canonical_json, config_hash, config_to_dict
+from privbench.config import build_config, canonical_json, config_hash, config_to_dict, json_safe
 from privbench.errors import UserError
 from privbench.plugins import Registry
 from privbench.schema import Field, check_fields, int_between, is_number, is_str, is_table, one_of, read_json
@@ -150,7 +150,7 @@ class JobStore:
         try:
             summary = work(staging)
             (staging / JOB_FILE).write_text(
-                json.dumps({"kind": job.kind, "label": job.label, "identity": job.identity, **summary},
+                json.dumps(json_safe({"kind": job.kind, "label": job.label, "identity": job.identity, **summary}),
                            indent=2, sort_keys=True, default=str)
             )
             final = self.path(job.key)
@@ -280,7 +280,7 @@ def prepare_suite(suite: Suite, registry: Registry, cache_dir: Path | None) -> P
 def run_suite(prepared: PreparedSuite, registry: Registry, out_dir: Path, *, device: str, fresh: bool, quiet: bool,
               cache_dir: Path | None, show_private_images: bool, console: Any) -> tuple[Path, Path, dict[str, Any]]:
     """Run what is not cached, assemble the tables. Returns paths and run statistics."""
-    from privbench.cli.common import make_run_context
+    from privbench.engine import make_run_context
 
     suite, datasets, jobs = prepared.suite, prepared.datasets, prepared.jobs
     out_dir = Path(out_dir)

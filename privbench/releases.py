@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from privbench.api import Release
+from privbench.config import json_safe
 from privbench.data.npz import array_headers
 from privbench.errors import UserError
 from privbench.provenance import NOTICE, PROVENANCE_FILE, check_provenance, split_manifest
@@ -79,10 +80,12 @@ def save_release(release: Release, directory: Path) -> None:
     shareable, private = split_manifest(release.manifest)
     with open(directory / IMAGES_FILE, "wb") as fh:
         np.savez_compressed(fh, images=images, labels=labels)
-    (directory / MANIFEST_FILE).write_text(json.dumps(shareable, indent=2, sort_keys=True, default=str) + "\n")
+    (directory / MANIFEST_FILE).write_text(
+        json.dumps(json_safe(shareable), indent=2, sort_keys=True, default=str) + "\n")
     if release.provenance is not None or private:
         provenance = {"notice": NOTICE, **private, **(release.provenance or {})}
-        (directory / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+        (directory / PROVENANCE_FILE).write_text(
+            json.dumps(json_safe(provenance), indent=2, sort_keys=True, default=str) + "\n")
 
 
 def load_release(directory: Path) -> Release:

@@ -129,3 +129,16 @@ def torch_cdist(a, b):
     import torch
 
     return torch.cdist(a.float(), b.float())
+
+
+def test_bad_canary_options_are_one_line_and_write_nothing(cli, tmp_path):
+    from helpers import assert_one_line_error
+
+    out = tmp_path / "audit"
+    for setting, needle in (("canary.runs=2", "needs runs of at least 3"), ("canary.confidence=nan", "confidence"),
+                            ("canary.canaries=-1", "canaries")):
+        extra = ["--set", "canary.scores=lira_offline"] if "runs" in setting else []
+        result = cli("audit", "--data", "digits", "--release", "original", "--attack", "canary", "--set", setting,
+                     *extra, "--out", out)
+        assert_one_line_error(result, needle)
+        assert not out.exists()

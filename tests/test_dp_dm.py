@@ -11,6 +11,7 @@ import torch
 
 from helpers import assert_one_line_error
 from privbench.accounting import epsilon_for
+from privbench.api import RunContext
 from privbench.augment import DSA
 from privbench.data import load_dataset
 from privbench.testing import check_plugin, distill
@@ -97,3 +98,20 @@ def test_the_cli_release_json_carries_the_guarantee(cli, tmp_path):
     assert result.code == 0, result.err
     manifest = json.loads((out / "release.json").read_text())
     assert manifest["privacy"]["epsilon"] <= 4.04 and manifest["config"]["epsilon"] == 4.0
+
+
+def test_an_epsilon_inf_release_survives_its_own_manifest(cli, tmp_path):
+    """Standard JSON has no Infinity: the manifest spells it "inf", and the release loads and re-runs from it."""
+    from privbench.engine import make_rebuild
+    from privbench.plugins import get_registry
+    from privbench.releases import load_release
+
+    out = tmp_path / "rel"
+    result = cli("distill", "--data", "digits", "--method", "dp-dm", "--ipc", "1", "--set", "iterations=2",
+                 "--set", "width=8", "--set", "epsilon=inf", "--no-evaluate", "--out", out, "-q")
+    assert result.code == 0, result.err
+    text = (out / "release.json").read_text()
+    assert "Infinity" not in text and json.loads(text)["config"]["epsilon"] == "inf"
+    release = load_release(out)
+    rebuilt = make_rebuild(get_registry(), release.manifest)(load_dataset("digits"), RunContext(seed=0))
+    assert rebuilt.manifest["privacy"]["epsilon"] == "inf"

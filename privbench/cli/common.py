@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from privbench.engine import make_run_context  # noqa: F401 - the commands' way to make a context
 from privbench.limits import MAX_SEED
 from privbench.plugins import Registry, get_registry
 
@@ -51,23 +52,6 @@ def stdout_console() -> Console:
     if not console.is_terminal:
         console = Console(highlight=False, width=140)
     return console
-
-
-def make_run_context(device: str, seed: int, quiet: bool, cache_dir: Path | None = None, **extra: Any):
-    """A :class:`RunContext` with a rich progress reporter on stderr."""
-    from privbench.api import RunContext
-    from privbench.engine import resolve_device
-    from privbench.progress import RichProgress
-
-    kwargs: dict[str, Any] = {
-        "device": resolve_device(device),
-        "seed": seed,
-        "progress": RichProgress(quiet=quiet),
-    }
-    if cache_dir is not None:
-        kwargs["cache_dir"] = Path(cache_dir)
-    kwargs.update(extra)
-    return RunContext(**kwargs)
 
 
 def fmt_number(value: Any, digits: int = 4) -> str:

@@ -54,8 +54,13 @@ FIGURE_CAPTIONS = {
 FIGURE_ORDER = ["preview.png", "reconstructions.png", "memorisation.png", "roc.png"]
 
 
-def _job_figures(jobs_dir: Path | None, allowed_private: set[str], several_seeds: bool) -> list[dict[str, Any]]:
-    """PNG files the jobs wrote, with dataset and release; private ones only for allowed datasets."""
+def _job_figures(jobs_dir: Path | None, allowed_private: set[str], several_seeds: bool,
+                 keys: set[str] | None = None) -> list[dict[str, Any]]:
+    """PNG files the jobs wrote, with dataset and release; private ones only for allowed datasets.
+
+    With ``keys`` (the run ids of the tables reported), only those jobs: a job
+    folder left from another configuration is not this report's.
+    """
     if jobs_dir is None or not jobs_dir.is_dir():
         return []
     from privbench.jobs import JOB_FILE, read_job_file
@@ -63,6 +68,8 @@ def _job_figures(jobs_dir: Path | None, allowed_private: set[str], several_seeds
 
     out = []
     for job_file in sorted(jobs_dir.glob(f"*/{JOB_FILE}")):
+        if keys is not None and job_file.parent.name not in keys:
+            continue
         meta = read_job_file(job_file)
         runs = job_file.parent / "runs.parquet"
         row = next(iter(read_runs(runs)), {}) if runs.is_file() else {}
@@ -298,7 +305,8 @@ def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out
     tradeoff = privacy_utility_plot(records, figures_dir)
     by_epsilon = utility_epsilon_plot(records, figures_dir)
     several = len({r.get("release_seed") for r in records}) > 1
-    job_figs = _job_figures(jobs_dir, allowed, several)
+    keys = {r.get("run_id") for r in runs} | {r.get("run_id") for r in records} if runs else None
+    job_figs = _job_figures(jobs_dir, allowed, several, keys)
     for i, fig in enumerate(job_figs):
         target = figures_dir / f"{fig['kind']}-{i:03d}-{fig['name']}"
         shutil.copyfile(fig["path"], target)

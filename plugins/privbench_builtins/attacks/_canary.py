@@ -124,22 +124,24 @@ def run_experiment(target: AuditTarget, config, ctx: RunContext) -> Experiment:
     distance = np.empty(run.size)
     phi = np.empty((config.runs, run.size)) if needs_model else None
     releases, guarantees = [], []
-    for j in range(config.runs):
-        own = run == j
-        own_index = torch.from_numpy(np.flatnonzero(own))
-        counts = declared_counts(dataset.train, labels[own_index], dataset.num_classes)
-        private = private_set(dataset.train, images[own_index], labels[own_index], inserted[own])
-        seed = seed_for(ctx, "canary", "pipeline", j)
-        name = f"canary run {j + 1} of {config.runs}"
-        release = rebuild_release(target, private, seed, ctx, name, public_class_counts=counts)
-        releases.append(release)
-        guarantees.append(_guarantee(release))
-        distance[own] = distance_scores(images[own_index], labels[own_index], release, ctx)
-        if needs_model:
-            data = dataset.with_train(private, name_suffix=f"[{name}]", public_class_counts=counts)
-            model = target_model(release, data, spec, ctx.derive(seed=seed), seed=seed, keep=False)
-            logits = observe(model, images, [lambda x: x], ctx)[0]
-            phi[j] = logit_confidence(logits, labels)
+    cost = f"{config.runs} release pipeline(s){' and target model(s)' if needs_model else ''}"
+    with ctx.progress.task(f"canary runs ({run.size} canaries; {cost})", total=config.runs) as bar:
+        for j in range(config.runs):
+            own = run == j
+            own_index = torch.from_numpy(np.flatnonzero(own))
+            counts = declared_counts(dataset.train, labels[own_index], dataset.num_classes)
+            private = private_set(dataset.train, images[own_index], labels[own_index], inserted[own])
+            seed = seed_for(ctx, "canary", "pipeline", j)
+            name = f"canary run {j + 1} of {config.runs}"
+            release = rebuild_release(target, private, seed, ctx, name, public_class_counts=counts)
+            releases.append(release)
+            guarantees.append(_guarantee(release))
+            distance[own] = distance_scores(images[own_index], labels[own_index], release, ctx)
+            if needs_model:
+                data = dataset.with_train(private, name_suffix=f"[{name}]", public_class_counts=counts)
+                model = target_model(release, data, spec, ctx.derive(seed=seed), seed=seed, keep=False)
+                phi[j] = logit_confidence(observe(model, images, [lambda x: x], ctx)[0], labels)
+            bar.advance(1)
     scores = {}
     for name in config.scores:
         if name == "release_distance":
@@ -201,7 +203,11 @@ def rows(experiment: Experiment, config, ctx: RunContext) -> list[ResultRow]:
         rate = exact_rate_ci(own["v"], own["r"])
         out.append(ResultRow(f"canary.{name}.guess_accuracy", rate.value, rate.ci_low, rate.ci_high, rate.n, True,
                              detail={**detail, "chance": 0.5}))
+        counts = {"inserted": int(member.sum()), "left_out": int((1 - member).sum())}
+        if min(counts.values()) == 0:
+            out.append(ResultRow.insufficient(f"canary.{name}.auc", "the coins put every canary on one side",
+                                              n=int(member.size), higher_is_better=True))
+            continue
         est = bootstrap_ci(auc, member, e.scores[name], resamples=config.resamples, seed=seed, strata=member)
-        out.append(ResultRow(f"canary.{name}.auc", est.value, est.ci_low, est.ci_high, est.n, True,
-                             detail={"inserted": int(member.sum()), "left_out": int((1 - member).sum())}))
+        out.append(ResultRow(f"canary.{name}.auc", est.value, est.ci_low, est.ci_high, est.n, True, detail=counts))
     return out
