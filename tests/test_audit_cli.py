@@ -17,6 +17,7 @@ CHEAP = [
     "--set", "mia.resamples=50",
     "--set", "autoencoder.min_steps=20", "--set", "autoencoder.max_images=40", "--set", "autoencoder.resamples=50",
     "--set", "aia.max_members=60", "--set", "aia.max_nonmembers=60", "--set", "aia.resamples=20",
+    "--set", "canary.canaries=40", "--set", "canary.resamples=20",
 ]
 TARGET = {"target_epochs": "5", "target_width": "16", "target_depth": "2"}
 
@@ -47,15 +48,16 @@ def digits_release(tmp_path_factory):
 def test_audit_runs_every_builtin_attack_end_to_end(cli, tmp_path, digits_release):
     out = tmp_path / "audit"
     result = cli("audit", "--data", "digits", "--release", digits_release, "--out", out, "-q", "--device", "cpu",
-                 "--metric", "ssim", "--metric", "lpips", *CHEAP, *_target_options("mia", "aia"))
+                 "--metric", "ssim", "--metric", "lpips", *CHEAP, *_target_options("mia", "aia", "canary"))
     assert result.code == 0, result.err
     records = pq.read_table(out / "results.parquet").to_pylist()
-    assert {r["evaluator"] for r in records} == {"autoencoder", "mia", "aia"}
+    assert {r["evaluator"] for r in records} == {"autoencoder", "mia", "aia", "canary"}
     by_key = {(r["evaluator"], r["measure"], r["subset"]): r for r in records}
     for key in [("autoencoder", "reconstruction.ssim", "all"), ("autoencoder", "memorisation.pixel.ssim", "all"),
                 ("autoencoder", "memorisation.feature.ssim", "all"), ("autoencoder", "memorisation.near_copies", "all"),
                 ("autoencoder", "reconstruction_gap.ssim", "all"), ("autoencoder", "reconstruction_mia.auc", "null"),
-                ("aia", "with_model.auc", "all"), ("aia", "baseline.auc", "all"), ("aia", "risk", "all")]:
+                ("aia", "with_model.auc", "all"), ("aia", "baseline.auc", "all"), ("aia", "risk", "all"),
+                ("canary", "canary.release_distance.auc", "all"), ("canary", "canary.loss.guess_accuracy", "all")]:
         assert by_key[key]["status"] == "ok" and by_key[key]["ci_low"] is not None, key
     for variant in ("loss", "lira_offline", "lira_online", "rmia", "release_distance"):
         for subset in ("all", "null", "class=7", "nonmembers=val", "init_members"):
@@ -73,7 +75,9 @@ def test_audit_runs_every_builtin_attack_end_to_end(cli, tmp_path, digits_releas
     lpips = by_key[("autoencoder", "reconstruction.lpips", "all")]
     assert lpips["status"] == "unavailable" and lpips["value"] is None
     assert {r["release_method"] for r in records} == {"random"} and {r["release_ipc"] for r in records} == {2}
-    assert len(pq.read_table(out / "runs.parquet")) == 3
+    bound = by_key[("canary", "canary.epsilon_lower", "all")]
+    assert bound["n"] == 40 and json.loads(bound["detail"])["theoretical_epsilon"] == "inf"
+    assert len(pq.read_table(out / "runs.parquet")) == 4  # one run per attack
     for figure in ("roc.png", "reconstructions.png", "memorisation.png"):  # digits are public
         assert (out / figure).stat().st_size > 500, figure
     assert "mia" in result.out and "class=" not in result.out  # per-class rows stay in the table

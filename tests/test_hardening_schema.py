@@ -199,7 +199,7 @@ def test_a_dataset_card_that_is_not_utf8(cli, tmp_path, registry):
 @pytest.fixture
 def results(tmp_path):
     info = RunInfo(job="audit autoencoder", task="audit", evaluator="autoencoder", dataset="digits",
-                   release_method="random", release_ipc=2, release_seed=0)
+                   release_method="random", release_ipc=2, release_seed=0, run_id="abc")  # the job folder below
     path = tmp_path / "suite" / "results.parquet"
     write_results(path, result_records(info, [ResultRow("reconstruction.ssim", 0.5, 0.4, 0.6, 20, True)]))
     write_runs(path.parent / "runs.parquet", [run_record(info)])
@@ -230,6 +230,15 @@ def test_a_damaged_job_record_is_one_line(cli, tmp_path, results, record, needle
     out = tmp_path / "report"
     assert_one_line_error(cli("report", results, "--out", out), "job.json", needle)
     _assert_no_output(out)
+
+
+def test_a_job_folder_the_tables_do_not_name_is_not_read(cli, tmp_path, results):
+    """A folder left from another configuration is not this report's: its record is never opened."""
+    stale = results.parent / "jobs" / "stale"
+    stale.mkdir(parents=True)
+    (stale / "job.json").write_bytes(b"{not json")
+    result = cli("report", results, "--out", tmp_path / "report")
+    assert result.code == 0, result.err
 
 
 def test_the_suite_runner_refuses_a_damaged_job_record(tmp_path):

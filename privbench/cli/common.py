@@ -11,7 +11,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from privbench.engine import make_run_context  # noqa: F401 - the commands' way to make a context
 from privbench.limits import MAX_SEED
 from privbench.plugins import Registry, get_registry
 
@@ -52,6 +51,13 @@ def stdout_console() -> Console:
     if not console.is_terminal:
         console = Console(highlight=False, width=140)
     return console
+
+
+def make_run_context(device: str, seed: int, quiet: bool, cache_dir: Path | None = None, **extra: Any):
+    """The core's :func:`privbench.engine.make_run_context`, imported when a command needs it (not at listing)."""
+    from privbench.engine import make_run_context as make
+
+    return make(device, seed, quiet, cache_dir, **extra)
 
 
 def fmt_number(value: Any, digits: int = 4) -> str:
