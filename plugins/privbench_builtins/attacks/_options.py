@@ -7,6 +7,7 @@ torch; the model names are therefore spelled out here (they are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 TARGET_MODELS = ("convnet", "resnet18", "resnet50")
@@ -20,3 +21,22 @@ def check_target_fields(config: Any) -> None:
         raise ValueError("target_epochs, target_width and target_depth must be at least 1")
     if config.target_steps < 0:
         raise ValueError(f"target_steps must be 0 (train for target_epochs) or positive, got {config.target_steps}")
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """The recipient's training recipe, shared by every attack that trains the target model, and the CIs' resamples.
+
+    ``target_steps`` > 0 fixes the optimiser steps instead of the epochs;
+    ``target_augment=false`` trains without augmentation (the worst case);
+    ``target_weights``: a ResNet's starting weights (a file, or ``imagenet``).
+    """
+
+    target_model: str = "convnet"
+    target_epochs: int = 1000
+    target_steps: int = 0
+    target_width: int = 128
+    target_depth: int = 3
+    target_augment: bool = True
+    target_weights: str = ""
+    resamples: int = 1000

@@ -44,11 +44,13 @@ from typing import Literal
 from privbench import hookimpl
 from privbench.api import Attack, AuditTarget, ResultRow, RunContext
 
+from privbench_builtins.attacks._options import TargetOptions
+
 LABEL = "label"
 
 
 @dataclass(frozen=True)
-class AIAConfig:
+class AIAConfig(TargetOptions):
     """Attribute inference settings.
 
     ``attribute``: a dataset attribute column, or ``label`` for the diagnosis;
@@ -82,14 +84,6 @@ class AIAConfig:
     duplicate_rms: float = 0.01
     max_members: int = 2000
     max_nonmembers: int = 2000
-    target_model: str = "convnet"
-    target_epochs: int = 1000
-    target_steps: int = 0
-    target_width: int = 128
-    target_depth: int = 3
-    target_augment: bool = True
-    target_weights: str = ""
-    resamples: int = 1000
 
     def __post_init__(self) -> None:
         from privbench_builtins.attacks._options import check_target_fields

@@ -26,11 +26,13 @@ from typing import Literal
 from privbench import hookimpl
 from privbench.api import Attack, AuditTarget, ResultRow, RunContext
 
+from privbench_builtins.attacks._options import TargetOptions
+
 SCORES = ("release_distance", "loss", "lira_offline")
 
 
 @dataclass(frozen=True)
-class CanaryConfig:
+class CanaryConfig(TargetOptions):
     """Canary audit settings (docs/attacks.md explains each).
 
     ``canaries``: canaries per run, each inserted with probability 1/2.
@@ -54,14 +56,6 @@ class CanaryConfig:
     delta: float = 0.0
     duplicate_rms: float = 0.01
     nonmember_splits: tuple[str, ...] = ("val", "test")
-    target_model: str = "convnet"
-    target_epochs: int = 1000
-    target_steps: int = 0
-    target_width: int = 128
-    target_depth: int = 3
-    target_augment: bool = True
-    target_weights: str = ""
-    resamples: int = 1000
 
     def __post_init__(self) -> None:
         from privbench_builtins.attacks._options import check_target_fields

@@ -29,12 +29,14 @@ from typing import Literal
 from privbench import hookimpl
 from privbench.api import Attack, AuditTarget, ResultRow, RunContext
 
+from privbench_builtins.attacks._options import TargetOptions
+
 VARIANTS = ("loss", "lira_offline", "lira_online", "rmia", "release_distance")
 NEEDS_REFERENCES = ("lira_offline", "lira_online", "rmia")
 
 
 @dataclass(frozen=True)
-class MIAConfig:
+class MIAConfig(TargetOptions):
     """Membership inference settings (docs/attacks.md explains each).
 
     ``game``: ``release`` or ``method``. ``shadows``: reference pipelines of
@@ -71,14 +73,6 @@ class MIAConfig:
     rmia_offline_a: float = 0.3
     rmia_gamma: float = 1.0
     rmia_population: int = 0
-    target_model: str = "convnet"
-    target_epochs: int = 1000
-    target_steps: int = 0
-    target_width: int = 128
-    target_depth: int = 3
-    target_augment: bool = True
-    target_weights: str = ""
-    resamples: int = 1000
 
     def __post_init__(self) -> None:
         from privbench_builtins.attacks._options import check_target_fields
