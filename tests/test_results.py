@@ -100,3 +100,17 @@ def test_reading_a_missing_or_corrupt_file_is_a_user_error(tmp_path):
     bad.write_bytes(b"PAR1 not really")
     with pytest.raises(UserError, match="not a readable Parquet"):
         read_table(bad)
+
+
+@pytest.mark.parametrize("stated, expected", [(4.0, 4.0), ("inf", float("inf")), ("abc", None), (True, None),
+                                              (-1.0, None), ("nan", None), (None, None)])
+def test_the_release_epsilon_column_reads_only_a_meaningful_guarantee(stated, expected):
+    from privbench.api import Release
+    from privbench.engine import release_columns
+
+    import torch
+
+    manifest = {"method": "dp-dm", "ipc": 1} if stated is None else {"method": "dp-dm", "ipc": 1,
+                                                                      "privacy": {"epsilon": stated}}
+    release = Release(torch.zeros(2, 1, 4, 4), torch.tensor([0, 1]), manifest)
+    assert release_columns(release)["release_epsilon"] == expected
