@@ -105,10 +105,10 @@ def test_reading_a_missing_or_corrupt_file_is_a_user_error(tmp_path):
 @pytest.mark.parametrize("stated, expected", [(4.0, 4.0), ("inf", float("inf")), ("abc", None), (True, None),
                                               (-1.0, None), ("nan", None), (None, None)])
 def test_the_release_epsilon_column_reads_only_a_meaningful_guarantee(stated, expected):
+    import torch
+
     from privbench.api import Release
     from privbench.engine import release_columns
-
-    import torch
 
     manifest = {"method": "dp-dm", "ipc": 1} if stated is None else {"method": "dp-dm", "ipc": 1,
                                                                       "privacy": {"epsilon": stated}}
