@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -36,12 +35,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def release_manifests(out: Path) -> dict[tuple, dict]:
-    """(method, ipc, epsilon asked) -> the release.json of each distill job."""
+    """(method, ipc, stated epsilon) -> the release.json of each distill job."""
+    from privbench.accounting import stated_guarantee
+
     found = {}
     for path in sorted(out.glob("jobs/*/release.json")):
         manifest = json.loads(path.read_text())
-        asked = (manifest.get("config") or {}).get("epsilon")
-        found[(manifest.get("method"), manifest.get("ipc"), None if asked is None else float(asked))] = manifest
+        found[(manifest.get("method"), manifest.get("ipc"), stated_guarantee(manifest)[0])] = manifest
     return found
 
 
@@ -64,9 +64,7 @@ def tabulate(out: Path) -> tuple[list[dict], float]:
         for run in runs:
             if release_label(run) == label:
                 seconds[run["task"] if run["task"] != "audit" else run["evaluator"]] = run["elapsed_s"] or 0.0
-        manifest = next((m for (method, ipc, _), m in manifests.items()
-                         if method == first["release_method"] and ipc == first["release_ipc"]
-                         and _epsilon_of(m) == first.get("release_epsilon")), {})
+        manifest = manifests.get((first["release_method"], first["release_ipc"], first.get("release_epsilon")), {})
         privacy = manifest.get("privacy") or {}
         bound = pick("canary.epsilon_lower", "canary")
         rows.append({"release": label, "epsilon": epsilon_text(first.get("release_epsilon")),
@@ -75,14 +73,6 @@ def tabulate(out: Path) -> tuple[list[dict], float]:
                      "seconds": seconds})
     total = sum(r["elapsed_s"] or 0.0 for r in runs)
     return rows, total
-
-
-def _epsilon_of(manifest: dict) -> float | None:
-    privacy = manifest.get("privacy")
-    if not isinstance(privacy, dict):
-        return None
-    value = float(privacy.get("epsilon", "inf"))
-    return value if math.isfinite(value) else math.inf
 
 
 def markdown(rows: list[dict], args, wall: float, jobs_seconds: float) -> str:

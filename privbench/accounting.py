@@ -98,3 +98,27 @@ def guarantee(noise_multiplier: float, sample_rate: float, steps: int, delta: fl
             "noise_multiplier": noise_multiplier, "sample_rate": sample_rate, "steps": steps, "clip_norm": clip,
             "mechanism": "Poisson-subsampled Gaussian, add/remove-one-image neighbours",
             "accountant": accountant, "accountant_library": f"opacus {opacus.__version__}"}
+
+
+def stated_guarantee(manifest: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The (epsilon, delta) a release's manifest states under ``privacy``; None for what it does not state.
+
+    An epsilon must be a positive number or "inf" (a private method run
+    without noise); anything else (a flag, a word, NaN, zero) states nothing.
+    """
+    privacy = manifest.get("privacy")
+    if not isinstance(privacy, dict):
+        return None, None
+
+    def number(key: str) -> float | None:
+        value = privacy.get(key)
+        if value is None or isinstance(value, bool):
+            return None
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+        return value if value == value else None
+
+    epsilon, delta = number("epsilon"), number("delta")
+    return (epsilon if epsilon is not None and epsilon > 0 else None), delta

@@ -58,9 +58,7 @@ def one_run_epsilon_lower(m: int, r: int, v: int, delta: float, alpha: float = 0
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    if r == 0 or one_run_p_value(m, r, v, 0.0, 0.0) > alpha:
-        return 0.0
-    if one_run_p_value(m, r, v, 0.0, delta) > alpha:
+    if r == 0 or one_run_p_value(m, r, v, 0.0, delta) > alpha:
         return 0.0
     low, high = 0.0, 1.0
     while one_run_p_value(m, r, v, high, delta) <= alpha:

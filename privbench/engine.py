@@ -248,14 +248,9 @@ def release_identity(release: Release) -> dict[str, Any]:
 
 def release_epsilon(release: Release) -> float | None:
     """The epsilon a release's manifest guarantees (inf for a private method run without noise); None: none stated."""
-    privacy = release.manifest.get("privacy")
-    if not isinstance(privacy, dict) or "epsilon" not in privacy or isinstance(privacy["epsilon"], bool):
-        return None
-    try:
-        value = float(privacy["epsilon"])
-    except (TypeError, ValueError):
-        return None
-    return value if value == value and value > 0 else None
+    from privbench.accounting import stated_guarantee
+
+    return stated_guarantee(release.manifest)[0]
 
 
 def release_columns(release: Release) -> dict[str, Any]:

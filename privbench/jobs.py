@@ -62,12 +62,16 @@ class Job:
     identity: dict[str, Any] = field(default_factory=dict)
 
 
-def _release_label(rel: ReleaseSpec) -> str:
-    """Method and ipc, and the epsilon asked for when the config sets one (releases differing only in it)."""
-    label = rel.method if rel.ipc is None else f"{rel.method} ipc={rel.ipc}"
-    if "epsilon" in rel.config:
-        label += f" epsilon={rel.config['epsilon']}"
-    return label
+def release_labels(releases: list[ReleaseSpec]) -> list[str]:
+    """Method and ipc; releases that share both also get the config values that tell them apart."""
+    base = [rel.method if rel.ipc is None else f"{rel.method} ipc={rel.ipc}" for rel in releases]
+    labels = []
+    for label, rel in zip(base, releases):
+        twins = [other for b, other in zip(base, releases) if b == label]
+        keys = sorted(k for k in set().union(*(other.config for other in twins))
+                      if len({repr(other.config.get(k)) for other in twins}) > 1)
+        labels.append(" ".join([label] + [f"{k}={rel.config.get(k, 'default')}" for k in keys]))
+    return labels
 
 
 def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) -> list[Job]:
@@ -75,8 +79,9 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
     import privbench
 
     jobs: list[Job] = []
+    labels = release_labels(suite.releases)
     for spec in suite.datasets:
-        for rel in suite.releases:
+        for rel, release_label in zip(suite.releases, labels):
             record = registry.record("distiller", rel.method)
             config = config_to_dict(build_config(record.cls.Config, rel.config, owner=f"distiller {rel.method}"))
             for seed in suite.seeds:
@@ -91,7 +96,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                     "privbench": privbench.__version__,
                 }
                 distill = Job("distill", spec, rel, seed, config_hash(identity),
-                              f"{spec}: distill {_release_label(rel)} seed={seed}", rel.method, config, None, identity)
+                              f"{spec}: distill {release_label} seed={seed}", rel.method, config, None, identity)
                 jobs.append(distill)
                 for model in suite.utility_models:
                     from privbench.utility import UtilityConfig
@@ -100,7 +105,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                     ident = {"kind": "utility", "release": distill.key, "model": model, "config": ucfg,
                              "seeds": suite.utility_seeds}
                     jobs.append(Job("utility", spec, rel, seed, config_hash(ident),
-                                    f"{spec}: utility {model} on {_release_label(rel)} seed={seed}", model,
+                                    f"{spec}: utility {model} on {release_label} seed={seed}", model,
                                     {"config": ucfg, "seeds": suite.utility_seeds}, distill.key, ident))
                 for attack in suite.attacks if rel.attacks is None else rel.attacks:
                     arec = registry.record("attack", attack)
@@ -112,7 +117,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
                              "metrics": mcfg, "plugin": [arec.distribution, arec.version],
                              "show_private_images": suite.show_private_images}
                     jobs.append(Job("audit", spec, rel, seed, config_hash(ident),
-                                    f"{spec}: audit {attack} on {_release_label(rel)} seed={seed}", attack,
+                                    f"{spec}: audit {attack} on {release_label} seed={seed}", attack,
                                     {"config": acfg, "metrics": metrics, "metric_config": mcfg}, distill.key, ident))
     return jobs
 

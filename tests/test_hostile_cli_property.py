@@ -219,7 +219,7 @@ def suite_files(draw):
         lines.append('datasets = ["digits"]' if not any(x.startswith("datasets") for x in lines) else "")
     for _ in range(draw(st.integers(0, 2))):
         lines.append("[[releases]]")
-        for key in draw(st.lists(st.sampled_from(["method", "ipc", "config", "utility_config"]), unique=True)):
+        for key in draw(st.lists(st.sampled_from(["method", "ipc", "config", "utility_config", "attacks"]), unique=True)):
             lines.append(f"{key} = {draw(_toml_scalars)}")
     if draw(st.booleans()):
         lines.append("[audit]")

@@ -92,10 +92,12 @@ def utility_epsilon_plot(records: list[dict[str, Any]], out_dir: Path, model: st
     low, high = (min(finite), max(finite)) if finite else (1.0, 1.0)
     at_inf = high * 10 if finite else 1.0
     plt = _pyplot()
-    audited = any(cell(idx, d, r, "canary", BOUND).value is not None for (d, r) in epsilons)
+    groups = releases_by_dataset(records)
+    measured = [b.value for (d, r) in epsilons for b in [cell(idx, d, r, "canary", BOUND)] if b.value is not None]
+    audited = bool(measured)
     fig, axes = plt.subplots(1, 2 if audited else 1, figsize=(9.5 if audited else 5.2, 3.9), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (dataset, releases) in enumerate(releases_by_dataset(records).items()):
+    for k, (dataset, releases) in enumerate(groups.items()):
         series: dict[str, list[tuple[float, Cell, Cell]]] = {}
         unproven = 0
         for release in releases:
@@ -109,7 +111,7 @@ def utility_epsilon_plot(records: list[dict[str, Any]], out_dir: Path, model: st
         for j, (name, points) in enumerate(series.items()):
             points.sort(key=lambda p: p[0])
             colour = colours[(j + 3 * k) % len(colours)]
-            label = name if len(releases_by_dataset(records)) == 1 else f"{dataset}: {name}"
+            label = name if len(groups) == 1 else f"{dataset}: {name}"
             shown = [(x, u) for x, u, _ in points if u.value is not None]
             if shown:
                 xs = [x for x, _ in shown]
@@ -139,9 +141,7 @@ def utility_epsilon_plot(records: list[dict[str, Any]], out_dir: Path, model: st
         if finite:
             line = [low / 2, high * 1.3]
             ax.plot(line, line, "k--", lw=0.8, label="bound = guarantee")
-            highest = max((b.value for (d, r) in epsilons for b in [cell(idx, d, r, "canary", BOUND)]
-                           if b.value is not None), default=0.0)
-            ax.set_ylim(bottom=-0.05 * high, top=max(high * 1.35, highest * 1.1))  # a violation stays in view
+            ax.set_ylim(bottom=-0.05 * high, top=max(high * 1.35, max(measured) * 1.1))  # a violation stays in view
         ax.set_ylabel("ε lower bound from canaries (95%)")
         ax.set_title("Measured against proven (a point above the line is a bug)", fontsize=9)
     handles, labels = legend_entries(axes[0])

@@ -87,15 +87,10 @@ def declared_counts(train: Split, labels: torch.Tensor, num_classes: int) -> tup
 
 def _guarantee(release: Release) -> tuple[float, float | None]:
     """The (epsilon, delta) a release's manifest states; (inf, None) when it states none."""
-    privacy = release.manifest.get("privacy")
-    if not isinstance(privacy, dict):
-        return math.inf, None
-    try:
-        epsilon = float(privacy.get("epsilon", "inf"))
-        delta = float(privacy["delta"]) if privacy.get("delta") is not None else None
-    except (TypeError, ValueError):
-        return math.inf, None
-    return epsilon, delta
+    from privbench.accounting import stated_guarantee
+
+    epsilon, delta = stated_guarantee(release.manifest)
+    return (math.inf if epsilon is None else epsilon), delta
 
 
 def distance_scores(images: torch.Tensor, labels: torch.Tensor, release: Release, ctx: RunContext) -> np.ndarray:

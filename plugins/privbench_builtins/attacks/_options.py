@@ -23,6 +23,15 @@ def check_target_fields(config: Any) -> None:
         raise ValueError(f"target_steps must be 0 (train for target_epochs) or positive, got {config.target_steps}")
 
 
+def check_population_fields(config: Any) -> None:
+    """Refuse bad ``nonmember_splits`` (where it has them) and ``duplicate_rms`` values, in one line."""
+    splits = getattr(config, "nonmember_splits", ("val",))
+    if not splits or any(s not in ("val", "test") for s in splits):
+        raise ValueError(f"nonmember_splits must be val, test or both; got {', '.join(splits) or 'none'}")
+    if not 0 <= config.duplicate_rms < 1:
+        raise ValueError(f"duplicate_rms must lie in [0, 1), got {config.duplicate_rms}")
+
+
 @dataclass(frozen=True)
 class TargetOptions:
     """The recipient's training recipe, shared by every attack that trains the target model, and the CIs' resamples.

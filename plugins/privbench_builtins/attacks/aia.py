@@ -86,7 +86,7 @@ class AIAConfig(TargetOptions):
     max_nonmembers: int = 2000
 
     def __post_init__(self) -> None:
-        from privbench_builtins.attacks._options import check_target_fields
+        from privbench_builtins.attacks._options import check_population_fields, check_target_fields
 
         if not 0 < self.mask_fraction < 1:
             raise ValueError(f"mask_fraction must lie strictly between 0 and 1, got {self.mask_fraction}")
@@ -94,8 +94,7 @@ class AIAConfig(TargetOptions):
             raise ValueError("downsample_factor must be at least 2 and feature_side at least 1")
         if self.max_members < 0 or self.max_nonmembers < 0 or self.resamples < 0:
             raise ValueError("max_members, max_nonmembers and resamples must not be negative")
-        if not 0 <= self.duplicate_rms < 1:
-            raise ValueError(f"duplicate_rms must lie in [0, 1), got {self.duplicate_rms}")
+        check_population_fields(self)
         check_target_fields(self)
 
 

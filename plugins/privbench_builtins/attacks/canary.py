@@ -58,7 +58,7 @@ class CanaryConfig(TargetOptions):
     nonmember_splits: tuple[str, ...] = ("val", "test")
 
     def __post_init__(self) -> None:
-        from privbench_builtins.attacks._options import check_target_fields
+        from privbench_builtins.attacks._options import check_population_fields, check_target_fields
 
         unknown = [s for s in self.scores if s not in SCORES]
         if unknown or not self.scores:
@@ -76,12 +76,9 @@ class CanaryConfig(TargetOptions):
             raise ValueError(f"confidence must lie in [0.5, 1), got {self.confidence}")
         if not 0 <= self.delta < 1:
             raise ValueError(f"delta must lie in [0, 1) (0: the release's own), got {self.delta}")
-        if not 0 <= self.duplicate_rms < 1:
-            raise ValueError(f"duplicate_rms must lie in [0, 1), got {self.duplicate_rms}")
-        if not self.nonmember_splits or any(s not in ("val", "test") for s in self.nonmember_splits):
-            raise ValueError(f"nonmember_splits must be val, test or both; got {', '.join(self.nonmember_splits)}")
         if self.resamples < 0:
             raise ValueError("resamples must not be negative")
+        check_population_fields(self)
         check_target_fields(self)
 
 

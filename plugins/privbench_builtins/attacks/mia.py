@@ -75,7 +75,7 @@ class MIAConfig(TargetOptions):
     rmia_population: int = 0
 
     def __post_init__(self) -> None:
-        from privbench_builtins.attacks._options import check_target_fields
+        from privbench_builtins.attacks._options import check_population_fields, check_target_fields
 
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown or not self.variants:
@@ -85,17 +85,13 @@ class MIAConfig(TargetOptions):
         if self.pipelines < 4:
             raise ValueError(f"pipelines must be at least 4 (each target needs IN and OUT references among the "
                              f"others), got {self.pipelines}")
-        if not self.nonmember_splits or any(s not in ("val", "test") for s in self.nonmember_splits):
-            given = ", ".join(self.nonmember_splits) or "none"
-            raise ValueError(f"nonmember_splits must be val, test or both; got {given}")
         if min(self.max_members, self.max_nonmembers, self.resamples, self.rmia_population) < 0:
             raise ValueError("max_members, max_nonmembers, resamples and rmia_population must not be negative")
-        if not 0 <= self.duplicate_rms < 1:
-            raise ValueError(f"duplicate_rms must lie in [0, 1), got {self.duplicate_rms}")
         if not 0 < self.null_holdout <= 0.5:
             raise ValueError(f"null_holdout must lie in (0, 0.5], got {self.null_holdout}")
         if not 0 <= self.rmia_offline_a <= 1 or self.rmia_gamma <= 0:
             raise ValueError("rmia_offline_a must lie in [0, 1] and rmia_gamma must be positive")
+        check_population_fields(self)
         check_target_fields(self)
 
 
