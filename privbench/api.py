@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
 from privbench.dataset import Dataset, Split, require_ipc_fits
 from privbench.errors import UserError
@@ -148,6 +148,12 @@ class ProgressReporter:
         pass
 
 
+def _serial_executor() -> Any:
+    from privbench.executors import SerialExecutor
+
+    return SerialExecutor()
+
+
 @dataclass
 class RunContext:
     """What a plugin gets besides its input: device, seed, progress, cache directory.
@@ -165,6 +171,7 @@ class RunContext:
     out_dir: Path | None = None
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    executor: Any = field(default_factory=_serial_executor)
 
     @cached_property
     def generator(self) -> "torch.Generator":
@@ -196,6 +203,20 @@ class RunContext:
         measurement from the runs table: JSON-serialisable values only.
         """
         self.settings[key] = value
+
+    def map(self, fn: Callable[[dict[str, Any], Any, "RunContext"], Any], items: Iterable[Any], *,
+            shared: dict[str, Any] | None = None, label: str = "tasks") -> list[Any]:
+        """``[fn(shared, item, ctx) for item in items]``, in order, on the run's executor.
+
+        For independent pieces of work (shadow pipelines, canary runs): in this
+        process one after another by default, as parallel Ray tasks under
+        ``--executor ray``. Each piece must draw its randomness from a seed in its
+        ``item``, never from the order in which pieces run; ``shared`` (large
+        inputs every piece reads: a dataset, a release) travels to each worker
+        once. ``fn`` gets a context like this one (device, seed, cache), and the
+        warnings it gives reach this one.
+        """
+        return self.executor.map(fn, list(items), shared=dict(shared or {}), ctx=self, label=label)
 
     def derive(self, **changes: Any) -> "RunContext":
         """A copy with some fields changed (a shadow run's seed, say)."""

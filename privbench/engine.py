@@ -143,18 +143,36 @@ def original_release(registry: Registry, dataset: Dataset, ctx: RunContext) -> R
     return run_distiller(registry, "original", dataset, None, None, ctx)
 
 
-def make_rebuild(registry: Registry, manifest: dict[str, Any]) -> Callable[[Dataset, RunContext], Release]:
-    """Re-run the pipeline that made a release (same distiller, ipc and config) on another private set."""
-    method = manifest.get("method")
-    ipc = manifest.get("ipc")
-    overrides = dict(manifest.get("config") or {})
+class Rebuild:
+    """Re-run the pipeline that made a release (same distiller, ipc and config) on another private set.
 
-    def rebuild(private: Dataset, ctx: RunContext) -> Release:
-        if not method:
+    Picklable (it carries the pipeline's recipe, not the registry), so shadow
+    pipelines can run on other workers, each of which finds the distiller in its
+    own registry.
+    """
+
+    def __init__(self, registry: Registry | None, manifest: dict[str, Any]):
+        self.registry = registry
+        self.method = manifest.get("method")
+        self.ipc = manifest.get("ipc")
+        self.overrides = dict(manifest.get("config") or {})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "registry": None}
+
+    def __call__(self, private: Dataset, ctx: RunContext) -> Release:
+        if not self.method:
             raise UserError("the release manifest names no method, so its pipeline cannot be re-run")
-        return run_distiller(registry, method, private, ipc, overrides, ctx)
+        if self.registry is None:
+            from privbench.plugins import get_registry
 
-    return rebuild
+            self.registry = get_registry()
+        return run_distiller(self.registry, self.method, private, self.ipc, self.overrides, ctx)
+
+
+def make_rebuild(registry: Registry, manifest: dict[str, Any]) -> Callable[[Dataset, RunContext], Release]:
+    """The :class:`Rebuild` of a release's pipeline from its manifest."""
+    return Rebuild(registry, manifest)
 
 
 def metric_instances(

@@ -7,8 +7,12 @@ result depends on (dataset fingerprint, plugin and version, options, seed), and
 its output lives in ``OUT/jobs/<key>/``, written in a staging folder and renamed
 into place when complete. So a run that is interrupted (Ctrl-C, a kill, a power
 cut) and started again recomputes only what had not finished, and no result
-file is ever torn. ``results.parquet`` and ``runs.parquet`` are then assembled
-from the finished jobs.
+file is ever torn. A job that fails leaves a failure record in its folder
+instead (``status: error`` and the reason), which a rerun retries.
+``results.parquet`` and ``runs.parquet`` are then assembled from the finished
+and failed jobs. Where the jobs run is the executor's business
+(:mod:`privbench.executors`): the store, the keys and resuming are the same
+for every executor.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from privbench.suites import ReleaseSpec, Suite, attack_options, utility_options
 
 JOB_FILE = "job.json"
 JOB_KINDS = ("distill", "utility", "audit")
+JOB_STATUSES = ("ok", "error")
 JOB_FIELDS = (
     Field("kind", one_of(*JOB_KINDS), " or ".join(JOB_KINDS), required=True),
+    Field("status", one_of(*JOB_STATUSES), " or ".join(JOB_STATUSES)),
+    Field("reason", is_str, "a string"),
     Field("label", is_str, "a string"),
     Field("identity", is_table, "an object (what the job's key hashes)"),
     Field("images", int_between(0), "a non-negative integer"),
@@ -123,7 +130,7 @@ def plan_jobs(suite: Suite, registry: Registry, fingerprints: dict[str, str]) ->
 
 
 class JobStore:
-    """Finished jobs on disk: ``root/<key>/`` exists only when the job completed."""
+    """Jobs on disk: ``root/<key>/`` exists only when the job finished or failed, never half-written."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -131,13 +138,15 @@ class JobStore:
     def path(self, key: str) -> Path:
         return self.root / key
 
-    def done(self, key: str) -> bool:
-        """Whether the job finished; a finished job whose record is damaged is a :class:`UserError`."""
+    def record(self, key: str) -> dict[str, Any] | None:
+        """The job's checked record, or None; a damaged record is a :class:`UserError` naming it."""
         path = self.path(key) / JOB_FILE
-        if not path.is_file():
-            return False
-        read_job_file(path)
-        return True
+        return read_job_file(path) if path.is_file() else None
+
+    def done(self, key: str) -> bool:
+        """Whether the job finished (a failure record is not finished: a rerun retries it)."""
+        record = self.record(key)
+        return record is not None and record.get("status", "ok") == "ok"
 
     def clean_partials(self) -> int:
         """Remove staging folders that an interrupted run left behind (not those of a run still going)."""
@@ -147,6 +156,22 @@ class JobStore:
 
     def complete(self, job: Job, work: Callable[[Path], dict[str, Any]]) -> None:
         """Run ``work(staging_dir)`` and rename the folder into place once it returns."""
+        self._publish(job, lambda stage: {"status": "ok", **work(stage)})
+
+    def record_failure(self, job: Job, reason: str, dataset: str, attempts: int = 1) -> None:
+        """A failure record in the job's folder, with one ``runs.parquet`` row saying why."""
+        from privbench.results import RunInfo, run_record, write_runs
+
+        def work(stage: Path) -> dict[str, Any]:
+            info = RunInfo(job=job.label, task=job.kind, dataset=dataset, evaluator=job.evaluator,
+                           config=job.identity, seed=job.seed, status="error", error=reason, run_id=job.key,
+                           release_method=job.release.method, release_ipc=job.release.ipc, release_seed=job.seed)
+            write_runs(stage / "runs.parquet", [run_record(info)])
+            return {"status": "error", "reason": reason, "attempts": attempts}
+
+        self._publish(job, work)
+
+    def _publish(self, job: Job, work: Callable[[Path], dict[str, Any]]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         from privbench.outputs import staging_name
 
@@ -159,9 +184,11 @@ class JobStore:
                            indent=2, sort_keys=True, default=str)
             )
             final = self.path(job.key)
-            if final.exists():  # a finished copy from a concurrent run: keep it
-                shutil.rmtree(staging)
-                return
+            if final.exists():
+                if self.done(job.key):  # a finished copy from a concurrent run: keep it
+                    shutil.rmtree(staging)
+                    return
+                shutil.rmtree(final)  # this store's own failure record, replaced by the new outcome
             os.replace(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -173,12 +200,14 @@ def _stamp(records: list[dict[str, Any]], job: Job) -> None:
         r["run_id"] = job.key
 
 
-def execute_job(job: Job, stage: Path, *, registry: Registry, datasets: dict[str, Any], store: JobStore,
+def execute_job(job: Job, stage: Path, *, registry: Registry, dataset: Any, release_dir: Path | None,
                 ctx_factory: Callable[..., Any]) -> dict[str, Any]:
-    """Run one job into ``stage``; return a small summary for job.json."""
+    """Run one job into ``stage``; return a small summary for job.json.
+
+    ``release_dir`` is the finished distill job's folder that a utility or audit job reads.
+    """
     from privbench.results import result_records, run_record, write_results, write_runs
 
-    dataset = datasets[job.dataset]
     if job.kind == "distill":
         from privbench.engine import dataset_columns, release_columns, run_distiller
         from privbench.imaging import release_preview
@@ -200,7 +229,7 @@ def execute_job(job: Job, stage: Path, *, registry: Registry, datasets: dict[str
 
     from privbench.releases import load_release
 
-    release = load_release(store.path(job.depends_on))
+    release = load_release(release_dir)
     ctx = ctx_factory(seed=job.seed, out_dir=stage, public=dataset.public)
     if job.kind == "utility":
         from privbench.utility import UtilityConfig, evaluate_release
@@ -282,39 +311,70 @@ def prepare_suite(suite: Suite, registry: Registry, cache_dir: Path | None) -> P
     return PreparedSuite(suite, datasets, jobs)
 
 
-def run_suite(prepared: PreparedSuite, registry: Registry, out_dir: Path, *, device: str, fresh: bool, quiet: bool,
-              cache_dir: Path | None, show_private_images: bool, console: Any) -> tuple[Path, Path, dict[str, Any]]:
-    """Run what is not cached, assemble the tables. Returns paths and run statistics."""
+@dataclass
+class JobSettings:
+    """What a job's run context is made from, on this machine or a worker (picklable)."""
+
+    device: str = "auto"
+    quiet: bool = False
+    cache_dir: Path | None = None
+    show_private_images: bool = False
+    threads: int | None = None
+
+
+@dataclass
+class JobRun:
+    """What every job of a run shares: the registry, the loaded datasets and how to make a job's context."""
+
+    registry: Registry
+    datasets: dict[str, Any]
+    settings: JobSettings
+    ctx_factory: Callable[..., Any]
+    base_ctx: Any
+
+
+def job_run(registry: Registry, datasets: dict[str, Any], settings: JobSettings, executor: Any = None) -> JobRun:
+    """Contexts for jobs: the run's device and cache, private figures where the data or the user allow them."""
     from privbench.engine import make_run_context
 
-    suite, datasets, jobs = prepared.suite, prepared.datasets, prepared.jobs
+    extra = {} if executor is None else {"executor": executor}
+    base = make_run_context(settings.device, 0, settings.quiet, settings.cache_dir, **extra)
+
+    def ctx_factory(seed: int, out_dir: Path, public: bool):
+        allow = bool(public or settings.show_private_images)
+        return base.derive(seed=seed, out_dir=out_dir, allow_private_images=allow, warnings=[])
+
+    return JobRun(registry, datasets, settings, ctx_factory, base)
+
+
+def run_suite(prepared: PreparedSuite, registry: Registry, out_dir: Path, *, device: str, fresh: bool, quiet: bool,
+              cache_dir: Path | None, show_private_images: bool, console: Any,
+              executor: Any = None) -> tuple[Path, Path, dict[str, Any]]:
+    """Run what is not cached on ``executor`` (default: serial), assemble the tables.
+
+    Returns the tables' paths and the run's statistics, ``failed`` among them:
+    (label, reason) of every job that failed, whose folder holds its failure record.
+    """
+    from privbench.executors import SerialExecutor
+    from privbench.scheduler import run_jobs
+
+    suite, jobs = prepared.suite, prepared.jobs
     out_dir = Path(out_dir)
     store = JobStore(out_dir / "jobs")
     if fresh and store.root.exists():
         shutil.rmtree(store.root)
     store.clean_partials()
-
-    base_ctx = make_run_context(device, 0, quiet, cache_dir)
-
-    def ctx_factory(seed: int, out_dir: Path, public: bool):
-        allow = bool(public or show_private_images or suite.show_private_images)
-        return base_ctx.derive(seed=seed, out_dir=out_dir, allow_private_images=allow, warnings=[])
-
-    stats = {"jobs": len(jobs), "cached": 0, "ran": 0, "seconds": 0.0}
+    executor = executor or SerialExecutor()
+    settings = JobSettings(device=device, quiet=quiet, cache_dir=cache_dir,
+                           show_private_images=bool(show_private_images or suite.show_private_images),
+                           threads=executor.options.threads)
+    run = job_run(registry, prepared.datasets, settings, executor if executor.name != "local" else None)
     started = time.perf_counter()
-    with base_ctx.progress.task(f"suite {suite.name}", total=len(jobs)) as bar:
-        for job in jobs:
-            if store.done(job.key):
-                stats["cached"] += 1
-                bar.advance(1, job="cached")
-                continue
-            t0 = time.perf_counter()
-            store.complete(job, lambda stage, job=job: execute_job(job, stage, registry=registry, datasets=datasets,
-                                                                    store=store, ctx_factory=ctx_factory))
-            stats["ran"] += 1
-            if not quiet:
-                console.print(f"[green]done[/] {job.label} ({time.perf_counter() - t0:.1f} s)")
-            bar.advance(1)
+    try:
+        executor.start(run)
+        stats = run_jobs(jobs, store, executor, run, suite.name, console)
+    finally:
+        executor.close()
     stats["seconds"] = time.perf_counter() - started
     res_path, runs_path = collect_tables(store, jobs, out_dir, suite.reproduces)
     (out_dir / "suite.json").write_text(

@@ -101,6 +101,31 @@ class RichProgress(ProgressReporter):
                 progress.stop()
                 self._progress = None
 
+    @contextmanager
+    def worker_rows(self) -> Iterator[Any]:
+        """A callable that shows one line per busy worker (worker, what it runs, seconds) under the open bars."""
+        if self.quiet or self._progress is None:
+            yield lambda rows: None
+            return
+        progress = self._progress
+        shown: dict[str, Any] = {}
+
+        def show(rows: list[tuple[str, str, float]]) -> None:
+            busy = {worker: f"{worker}: {what} ({seconds:.0f} s)" for worker, what, seconds in rows}
+            for worker in [w for w in shown if w not in busy]:
+                progress.remove_task(shown.pop(worker))
+            for worker, text in sorted(busy.items()):
+                if worker in shown:
+                    progress.update(shown[worker], description=escape(text))
+                else:
+                    shown[worker] = progress.add_task(escape(text), total=None, info="")
+
+        try:
+            yield show
+        finally:
+            for task_id in shown.values():
+                progress.remove_task(task_id)
+
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)  # one line each, for logs and grep
 

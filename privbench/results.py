@@ -79,6 +79,7 @@ RUNS_SCHEMA = pa.schema(
         ("seed", pa.int64()),
         ("device", pa.string()),
         ("status", pa.string()),
+        ("error", pa.string()),
         ("warnings", pa.string()),
         ("versions", pa.string()),
         ("started_at", pa.timestamp("us", tz="UTC")),
@@ -127,7 +128,8 @@ class RunInfo:
     config: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     device: str = "cpu"
-    status: str = "ok"
+    status: str = "ok"  # ok, or error for a suite job that failed
+    error: str = ""  # why it failed
     warnings: list[str] = field(default_factory=list)
     started_at: dt.datetime = field(default_factory=utcnow)
     elapsed_s: float = 0.0
@@ -196,6 +198,7 @@ def run_record(info: RunInfo) -> dict[str, Any]:
         "seed": info.seed,
         "device": info.device,
         "status": info.status,
+        "error": info.error or None,
         "warnings": json.dumps(info.warnings),
         "versions": canonical_json(environment_versions()),
         "started_at": info.started_at,
@@ -248,7 +251,7 @@ def write_runs(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 RESULTS_NOT_NULL = ("dataset", "task", "evaluator", "measure")
-OPTIONAL_COLUMNS = ("release_epsilon",)
+OPTIONAL_COLUMNS = ("release_epsilon", "error")
 """Columns added after the first tables were written: a table without one reads it as empty (null)."""
 RUNS_NOT_NULL = ("job", "dataset")
 """Columns every row must fill: the report groups and labels rows by them."""

@@ -9,7 +9,9 @@ import click
 from privbench.cli.common import (
     cache_option,
     device_option,
+    executor_options,
     force_option,
+    make_executor_options,
     make_run_context,
     quiet_option,
     registry_from,
@@ -33,25 +35,25 @@ from privbench.cli.common import (
     help="Allow figures that show private training images, even if the dataset card does not mark the data public.",
 )
 @device_option
+@executor_options
 @seed_option
 @force_option
 @quiet_option
 @cache_option
 @click.pass_context
-def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, show_private_images, device, seed,
-            force, quiet, cache_dir):
+def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, show_private_images, device, executor,
+            address, max_workers, cpus_per_task, gpus_per_task, seed, force, quiet, cache_dir):
     """Run attacks on a release and write OUT/results.parquet, OUT/runs.parquet and figures.
 
     Options go to one attack each: --set mia.shadows=8 --set autoencoder.epochs=5.
+    With --executor ray, an attack's shadow pipelines and canary runs are Ray tasks.
     """
-    from privbench.api import AuditTarget
     from privbench.config import build_config, parse_set_options, split_scoped
     from privbench.data import load_dataset
-    from privbench.engine import load_target_release, make_rebuild, metric_instances
     from privbench.errors import UserError
-    from privbench.outputs import check_output_dir, refuse_overlap, staged_output_dir
-    from privbench.results import result_records, run_record, write_results, write_runs
+    from privbench.outputs import check_output_dir, refuse_overlap
 
+    options = make_executor_options(executor, address, max_workers, cpus_per_task, gpus_per_task)
     registry = registry_from(ctx)
     names = list(dict.fromkeys(attacks)) or registry.names("attack")
     if not names:
@@ -69,7 +71,25 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
         refuse_overlap([cache_dir], inputs)
 
     dataset = load_dataset(data_spec, cache_dir=cache_dir)
-    run_ctx = make_run_context(device, seed, quiet, cache_dir,
+    from privbench.executors import make_executor
+
+    runner = make_executor(options)
+    try:
+        runner.share(dataset)
+        _audit(registry, dataset, runner, names, configs, metrics, out_dir, inputs, release_arg, device, seed, force,
+               quiet, cache_dir, show_private_images)
+    finally:
+        runner.close()
+
+
+def _audit(registry, dataset, runner, names, configs, metrics, out_dir, inputs, release_arg, device, seed, force, quiet,
+           cache_dir, show_private_images) -> None:
+    from privbench.api import AuditTarget
+    from privbench.engine import load_target_release, make_rebuild, metric_instances
+    from privbench.outputs import staged_output_dir
+    from privbench.results import result_records, run_record, write_results, write_runs
+
+    run_ctx = make_run_context(device, seed, quiet, cache_dir, executor=runner,
                                allow_private_images=bool(dataset.public or show_private_images))
     release = load_target_release(registry, dataset, release_arg, run_ctx)
     target = AuditTarget(

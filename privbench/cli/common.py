@@ -40,6 +40,35 @@ cache_option = click.option(
 )
 
 
+def executor_options(fn):
+    """--executor, --address, --max-workers and the per-task resource shares."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"], case_sensitive=False), default="local",
+                     show_default=True, help="Run jobs here one after another, or as Ray tasks (needs privbench[ray])."),
+        click.option("--address", default=None, metavar="ADDR",
+                     help="Ray cluster to join: auto, or ray://HOST:PORT (default: start a local Ray for the run)."),
+        click.option("--max-workers", type=click.IntRange(1), default=None,
+                     help="At most this many Ray tasks at once (default: as many as the CPUs allow)."),
+        click.option("--cpus-per-task", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="CPUs each task holds; it computes with as many torch threads (ray default 1)."),
+        click.option("--gpus-per-task", type=click.FloatRange(min=0), default=None,
+                     help="GPU share each Ray task asks for, e.g. 0.25 (default: 1 on a cluster with GPUs, else 0)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def make_executor_options(executor: str, address: str | None, max_workers: int | None, cpus_per_task: float | None,
+                          gpus_per_task: float | None):
+    """The checked options; ``--executor ray`` without Ray installed is refused here, before any output."""
+    from privbench.executors import ExecutorOptions, require_backend
+
+    options = ExecutorOptions(executor.lower(), address, max_workers, cpus_per_task, gpus_per_task)
+    require_backend(options)
+    return options
+
+
 def registry_from(ctx: click.Context) -> Registry:
     strict = bool((ctx.find_root().obj or {}).get("strict"))
     return get_registry(strict=strict)

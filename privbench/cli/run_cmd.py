@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from privbench.cli.common import cache_option, device_option, quiet_option, registry_from, stdout_console
+from privbench.cli.common import (cache_option, device_option, executor_options, make_executor_options, quiet_option,
+                                  registry_from, stdout_console)
 
 
 @click.command("run")
@@ -22,15 +23,20 @@ from privbench.cli.common import cache_option, device_option, quiet_option, regi
 @click.option("--no-report", is_flag=True, help="Write the tables only.")
 @click.option("--list", "list_suites", is_flag=True, help="List the suites in the registry and exit.")
 @device_option
+@executor_options
 @quiet_option
 @cache_option
 @click.pass_context
-def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_report, list_suites, device, quiet, cache_dir):
+def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_report, list_suites, device, executor,
+            address, max_workers, cpus_per_task, gpus_per_task, quiet, cache_dir):
     """Run SUITE (a name from registry/suites/ or a .toml path; default: quickstart).
 
     Finished jobs are cached in OUT/jobs/ by a hash of their configuration: run the
-    same command again after an interruption and only unfinished jobs run.
+    same command again after an interruption and only unfinished and failed jobs run.
+    A job that fails is recorded with its reason while the others go on; the run
+    then exits with code 3 naming the failed jobs.
     """
+    from privbench.executors import JobsFailed, make_executor
     from privbench.inputs import dataset_inputs
     from privbench.jobs import prepare_suite, run_suite
     from privbench.outputs import check_own_entries, check_suite_dir, refuse_overlap, write_marker
@@ -42,6 +48,7 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
             first = parse_suite(path).description.splitlines()
             console.print(f"[bold]{name}[/]  {first[0] if first else ''}")
         return
+    options = make_executor_options(executor, address, max_workers, cpus_per_task, gpus_per_task)
     registry = registry_from(ctx)
     spec = parse_suite(suite_path(suite))
     if data_specs:
@@ -55,6 +62,7 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
     if not no_report:
         check_own_entries(out_dir)
     prepared = prepare_suite(spec, registry, cache_dir)  # every refusal before anything is written
+    runner = make_executor(options)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     if created:
@@ -62,14 +70,15 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
     try:
         results, runs, stats = run_suite(
             prepared, registry, out_dir, device=device, fresh=fresh, quiet=quiet, cache_dir=cache_dir,
-            show_private_images=show_private_images, console=console,
+            show_private_images=show_private_images, console=console, executor=runner,
         )
     except BaseException:
         if created and not any((out_dir / "jobs").glob("*/job.json")):
             shutil.rmtree(out_dir, ignore_errors=True)  # nothing finished: leave nothing behind
         raise
     console.print(
-        f"suite [bold]{spec.name}[/]: {stats['jobs']} jobs, {stats['ran']} run, {stats['cached']} reused "
+        f"suite [bold]{spec.name}[/]: {stats['jobs']} jobs, {stats['ran']} run, {stats['cached']} reused, "
+        f"{len(stats['failed'])} failed on the {stats['executor']} executor "
         f"in {stats['seconds']:.1f} s -> {results}"
     )
     if not no_report:
@@ -78,3 +87,8 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
         html = write_report(results, out_dir, runs_path=runs, jobs_dir=out_dir / "jobs",
                             show_private_images=show_private_images or spec.show_private_images)
         console.print(f"report: {html}")
+    if stats["failed"]:
+        names = "; ".join(f"{label} ({reason})" for label, reason in stats["failed"])
+        skipped = f"; {len(stats['not_run'])} job(s) that read their releases did not run" if stats["not_run"] else ""
+        raise JobsFailed(f"{len(stats['failed'])} of {stats['jobs']} jobs failed: {names}{skipped}; their records are "
+                         f"in {out_dir / 'jobs'} and a rerun retries them")

@@ -106,10 +106,33 @@ def distance_scores(images: torch.Tensor, labels: torch.Tensor, release: Release
     return out
 
 
-def run_experiment(target: AuditTarget, config, ctx: RunContext) -> Experiment:
-    """All runs: rebuild each run's release, and observe every canary under it."""
+def _canary_run(shared: dict, item: tuple, ctx: RunContext) -> tuple:
+    """One run of the experiment, for :meth:`RunContext.map`: its release, guarantee and canary scores."""
+    from dataclasses import replace
+
     from privbench_builtins.attacks._lira import logit_confidence
     from privbench_builtins.attacks._pipelines import observe, rebuild_release
+
+    j, own_index, inserted, seed = item
+    dataset, images, labels = shared["dataset"], shared["images"], shared["labels"]
+    target = replace(shared["target"], dataset=dataset)
+    own_index = torch.from_numpy(own_index)
+    counts = declared_counts(dataset.train, labels[own_index], dataset.num_classes)
+    private = private_set(dataset.train, images[own_index], labels[own_index], inserted)
+    name = f"canary run {j + 1} of {shared['runs']}"
+    release = rebuild_release(target, private, seed, ctx, name, public_class_counts=counts)
+    distance = distance_scores(images[own_index], labels[own_index], release, ctx)
+    phi = None
+    if shared["needs_model"]:
+        data = dataset.with_train(private, name_suffix=f"[{name}]", public_class_counts=counts)
+        model = target_model(release, data, shared["spec"], ctx.derive(seed=seed), seed=seed, keep=False)
+        phi = logit_confidence(observe(model, images, [lambda x: x], ctx)[0], labels)
+    return release, _guarantee(release), distance, phi
+
+
+def run_experiment(target: AuditTarget, config, ctx: RunContext) -> Experiment:
+    """All runs: rebuild each run's release, and observe every canary under it (runs are independent tasks)."""
+    from dataclasses import replace
 
     dataset = target.dataset
     images, labels, run, facts = choose_canaries(target, config, ctx)
@@ -118,25 +141,19 @@ def run_experiment(target: AuditTarget, config, ctx: RunContext) -> Experiment:
     needs_model = any(s != "release_distance" for s in config.scores)
     distance = np.empty(run.size)
     phi = np.empty((config.runs, run.size)) if needs_model else None
-    releases, guarantees = [], []
     cost = f"{config.runs} release pipeline(s){' and target model(s)' if needs_model else ''}"
-    with ctx.progress.task(f"canary runs ({run.size} canaries; {cost})", total=config.runs) as bar:
-        for j in range(config.runs):
-            own = run == j
-            own_index = torch.from_numpy(np.flatnonzero(own))
-            counts = declared_counts(dataset.train, labels[own_index], dataset.num_classes)
-            private = private_set(dataset.train, images[own_index], labels[own_index], inserted[own])
-            seed = seed_for(ctx, "canary", "pipeline", j)
-            name = f"canary run {j + 1} of {config.runs}"
-            release = rebuild_release(target, private, seed, ctx, name, public_class_counts=counts)
-            releases.append(release)
-            guarantees.append(_guarantee(release))
-            distance[own] = distance_scores(images[own_index], labels[own_index], release, ctx)
-            if needs_model:
-                data = dataset.with_train(private, name_suffix=f"[{name}]", public_class_counts=counts)
-                model = target_model(release, data, spec, ctx.derive(seed=seed), seed=seed, keep=False)
-                phi[j] = logit_confidence(observe(model, images, [lambda x: x], ctx)[0], labels)
-            bar.advance(1)
+    shared = {"dataset": dataset, "target": replace(target, dataset=None, metrics={}), "images": images,
+              "labels": labels, "spec": spec, "needs_model": needs_model, "runs": config.runs}
+    items = [(j, np.flatnonzero(run == j), inserted[run == j], seed_for(ctx, "canary", "pipeline", j))
+             for j in range(config.runs)]
+    outcomes = ctx.map(_canary_run, items, shared=shared, label=f"canary runs ({run.size} canaries; {cost})")
+    releases, guarantees = [], []
+    for j, (release, guarantee, own_distance, own_phi) in enumerate(outcomes):
+        releases.append(release)
+        guarantees.append(guarantee)
+        distance[run == j] = own_distance
+        if needs_model:
+            phi[j] = own_phi
     scores = {}
     for name in config.scores:
         if name == "release_distance":

@@ -43,7 +43,7 @@ from privbench.provenance import member_indices
 
 from privbench_builtins.attacks._assignment import fixed_margin_sets, halves, inclusion_facts
 from privbench_builtins.attacks._common import TargetSpec, matched_candidates, seed_for
-from privbench_builtins.attacks._pipelines import Pipeline, run_pipeline
+from privbench_builtins.attacks._pipelines import Pipeline, pipeline_inputs, pipeline_task, run_pipeline
 from privbench_builtins.attacks._population import Population, train_without
 
 
@@ -127,15 +127,13 @@ def release_game(target: AuditTarget, population: Population, config, spec: Targ
         facts["shadows"] = {**inclusion_facts(sets, scored), "drawn_from": "the de-duplicated pool of training "
                             "and non-member images, each shadow with the target's class counts",
                             "class_counts": population.class_counts(sets[0])}
+        items = [(f"shadow {s}", np.flatnonzero(sets[s]), sets[s], seed_for(ctx, "mia", "release", "shadow", s))
+                 for s in range(config.shadows)]
         try:
-            with ctx.progress.task("shadow pipelines", total=config.shadows) as bar:
-                for s in range(config.shadows):
-                    index = np.flatnonzero(sets[s])
-                    seed = seed_for(ctx, "mia", "release", "shadow", s)
-                    pipelines.append(run_pipeline(target, f"shadow {s}", population.subset(index), sets[s], index,
-                                                  images, spec, query_list, seed, ctx))
-                    refs.append(len(pipelines) - 1)
-                    bar.advance(1, shadow=s)
+            shadows = ctx.map(pipeline_task, items, shared=pipeline_inputs(target, population, spec, query_list),
+                              label="shadow pipelines")
+            pipelines += shadows
+            refs = list(range(1, len(pipelines)))
         except (NotImplementedError, UserError) as exc:
             game.no_references = _cannot_rebuild("shadow models", exc, ctx)
             del pipelines[1:]
@@ -213,14 +211,11 @@ def method_game(target: AuditTarget, population: Population, config, spec: Targe
     game = Game("method", population, [], [], {
         "pipelines": {**inclusion_facts(sets), "drawn_from": "random halves of every class of the de-duplicated "
                       "pool of training and non-member images", "class_counts": population.class_counts(sets[0])}})
+    items = [(f"pipeline {i}", np.flatnonzero(sets[i]), sets[i], seed_for(ctx, "mia", "method", "pipeline", i))
+             for i in range(config.pipelines)]
     try:
-        with ctx.progress.task("method-game pipelines", total=config.pipelines) as bar:
-            for i in range(config.pipelines):
-                index = np.flatnonzero(sets[i])
-                seed = seed_for(ctx, "mia", "method", "pipeline", i)
-                game.pipelines.append(run_pipeline(target, f"pipeline {i}", population.subset(index), sets[i],
-                                                   index, population.images, spec, query_list, seed, ctx))
-                bar.advance(1, pipeline=i)
+        game.pipelines = ctx.map(pipeline_task, items, shared=pipeline_inputs(target, population, spec, query_list),
+                                 label="method-game pipelines")
     except (NotImplementedError, UserError) as exc:
         game.pipelines = []
         game.no_references = game.no_null = _cannot_rebuild("the method game's pipelines", exc, ctx)

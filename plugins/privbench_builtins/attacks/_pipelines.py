@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -129,3 +129,18 @@ def run_pipeline(target: AuditTarget, name: str, private: Split, held: np.ndarra
     distance, _ = nearest(population_images, release.images, ctx)
     recipe = spec.recipe(len(release)) if query_list else {}
     return Pipeline(name, held, release, seed, logits, distance.double().numpy(), recipe, private_to_pool)
+
+
+def pipeline_inputs(target: AuditTarget, population, spec: TargetSpec, query_list) -> dict:
+    """What every pipeline of a game reads (sent to each worker once): the target's data, its release, the pool."""
+    return {"dataset": target.dataset, "target": replace(target, dataset=None, metrics={}),
+            "population": population, "spec": spec, "queries": query_list}
+
+
+def pipeline_task(shared: dict, item: tuple, ctx: RunContext) -> Pipeline:
+    """One pipeline of a game, for :meth:`RunContext.map`: ``item`` is (name, pool indices, held mask, seed)."""
+    name, index, held, seed = item
+    population = shared["population"]
+    target = replace(shared["target"], dataset=shared["dataset"])
+    return run_pipeline(target, name, population.subset(index), held, index, population.images, shared["spec"],
+                        shared["queries"], seed, ctx)
