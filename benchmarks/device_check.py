@@ -3,7 +3,8 @@
 Runs every built-in plugin on digits with ``--device cuda`` through the real
 command line (distill, audit with every attack, metrics), the quickstart
 suite, DM once more on the CPU for comparison, and DM's batched step against
-the per-class loop on the GPU (on digits, and on ``--data`` when given);
+the per-class loop on the GPU (on digits, and on ``--data`` when given), and the
+quickstart once more on a local Ray with two tasks per GPU (needs the ``ray`` extra);
 prints one JSON line per check and writes nothing outside OUT. Usage::
 
     python benchmarks/device_check.py --out /tmp/device-check [--data npz:PATH]
@@ -34,6 +35,7 @@ CHECKS = [
                                "--set", "mia.target_steps=100"]),
     ("metrics", ["metrics", "{out}/distill-dm", "{out}/distill-ddm"]),
     ("run quickstart", ["run", "quickstart"]),
+    ("run quickstart, ray", ["run", "quickstart", "--executor", "ray", "--gpus-per-task", "0.5"]),
 ]
 
 

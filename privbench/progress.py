@@ -103,22 +103,25 @@ class RichProgress(ProgressReporter):
 
     @contextmanager
     def worker_rows(self) -> Iterator[Any]:
-        """A callable that shows one line per busy worker (worker, what it runs, seconds) under the open bars."""
+        """A callable that shows one line per task a worker runs (worker, what, seconds) under the open bars.
+
+        A job waiting for the pieces it fanned out keeps its line beside theirs.
+        """
         if self.quiet or self._progress is None:
             yield lambda rows: None
             return
         progress = self._progress
-        shown: dict[str, Any] = {}
+        shown: dict[tuple[str, str], Any] = {}
 
         def show(rows: list[tuple[str, str, float]]) -> None:
-            busy = {worker: f"{worker}: {what} ({seconds:.0f} s)" for worker, what, seconds in rows}
-            for worker in [w for w in shown if w not in busy]:
-                progress.remove_task(shown.pop(worker))
-            for worker, text in sorted(busy.items()):
-                if worker in shown:
-                    progress.update(shown[worker], description=escape(text))
+            busy = {(worker, what): f"{worker}: {what} ({seconds:.0f} s)" for worker, what, seconds in rows}
+            for key in [k for k in shown if k not in busy]:
+                progress.remove_task(shown.pop(key))
+            for key, text in sorted(busy.items()):
+                if key in shown:
+                    progress.update(shown[key], description=escape(text))
                 else:
-                    shown[worker] = progress.add_task(escape(text), total=None, info="")
+                    shown[key] = progress.add_task(escape(text), total=None, info="")
 
         try:
             yield show

@@ -60,6 +60,12 @@ target_width = 16
 target_depth = 2
 resamples = 20
 """
+UTILITY = """
+[utility]
+models = ["convnet"]
+seeds = 1
+config = { epochs = 2, width = 16, batch_size = 64 }
+"""
 TIMING = {"elapsed_s", "created_at", "started_at"}
 """The only columns that may differ between two runs of the same jobs."""
 
@@ -95,6 +101,25 @@ def register_distillers(register):
     register(Crashing)
 '''
 
+FAILING = '''
+from privbench import hookimpl
+from privbench.api import Distiller
+
+
+class Failing(Distiller):
+    """Raises inside distill, as a buggy plugin would."""
+
+    name = "failing"
+
+    def distill(self, private, ipc, config, ctx):
+        raise ValueError("centroids did not converge")
+
+
+@hookimpl
+def register_distillers(register):
+    register(Failing)
+'''
+
 CRASH_SUITE = """
 name = "crash"
 datasets = ["digits"]
@@ -121,9 +146,9 @@ def local_ray():
         ray.shutdown()
 
 
-def _rows(path):
+def _rows(path, also=()):
     rows = pq.read_table(path).to_pylist()
-    return sorted(({k: v for k, v in r.items() if k not in TIMING} for r in rows), key=repr)
+    return sorted(({k: v for k, v in r.items() if k not in TIMING and k not in also} for r in rows), key=repr)
 
 
 def _same_tables(a, b):
@@ -207,3 +232,48 @@ def test_a_killed_worker_leaves_no_torn_job_and_a_rerun_completes(tmp_path):
     _no_torn_jobs(tmp_path / "out" / "jobs")
     runs = pq.read_table(tmp_path / "out" / "runs.parquet").to_pylist()
     assert [r["status"] for r in runs] == ["ok", "ok"]
+
+
+def test_a_failing_job_is_recorded_while_the_others_run_and_a_rerun_retries_it(cli, tmp_path, monkeypatch):
+    """The serial executor: the failure in the tables and the store, exit 3 in one line; the rest finished."""
+    site = make_distribution(tmp_path / "site", "fake-failing", "fake_failing", FAILING,
+                             {"fake_failing": "fake_failing"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-failing")
+    suite = tmp_path / "failing.toml"
+    suite.write_text(CRASH_SUITE.replace("crashing", "failing") + UTILITY)
+    out = tmp_path / "out"
+    result = cli("run", suite, "--out", out, "-q")
+    lines = result.err.strip().splitlines()
+    assert result.code == 3 and len(lines) == 1 and lines[0].startswith("privbench: error: 1 of 4 jobs failed")
+    assert "Traceback" not in result.err and "distill failing" in result.err and "ValueError: centroids did not converge" in result.err
+    assert "1 job(s) that read their releases did not run" in result.err
+    runs = pq.read_table(out / "runs.parquet").to_pylist()
+    failed = [r for r in runs if r["status"] == "error"]
+    assert len(failed) == 1 and "centroids did not converge" in failed[0]["error"]
+    assert {r["task"] for r in runs if r["status"] == "ok"} == {"distill", "utility"}  # random's jobs ran
+    assert (out / "report.html").is_file()
+    _no_torn_jobs(out / "jobs")
+    again = cli("run", suite, "--out", out, "-q")
+    assert again.code == 3 and "2 reused, 1 failed" in again.out  # the failure is retried, the rest reused
+
+
+def test_audit_fans_its_shadows_out_to_ray_with_the_same_results(cli, tmp_path, local_ray, monkeypatch):
+    """``privbench audit --executor ray``: the shadows and canary runs are tasks; the results equal the serial ones."""
+    options = ["--data", "digits", "--release", "original", "--attack", "mia", "--attack", "canary", "-q",
+               "--set", "mia.game=release", "--set", "mia.shadows=2", "--set", "mia.max_members=40",
+               "--set", "mia.max_nonmembers=40", "--set", "mia.resamples=20", "--set", "canary.canaries=20",
+               "--set", "canary.runs=2", "--set", "canary.resamples=20", "--cpus-per-task", "1"]
+    options += [x for a in ("mia", "canary") for k, v in {"target_epochs": 2, "target_width": 8,
+                                                           "target_depth": 1}.items()
+                for x in ("--set", f"{a}.{k}={v}")]
+    local = cli("audit", *options, "--out", tmp_path / "local")
+    assert local.code == 0, local.err
+    put, sent = ray.put, []
+    monkeypatch.setattr(ray, "put", lambda value, **kw: sent.append(type(value).__name__) or put(value, **kw))
+    remote = cli("audit", *options, "--out", tmp_path / "ray", "--executor", "ray")
+    assert remote.code == 0, remote.err
+    assert sent.count("Dataset") == 1 and len(sent) > 1  # the dataset once; each map's other inputs once
+    # A command's run id is drawn for each run; everything else must match.
+    assert _rows(tmp_path / "local" / "results.parquet", {"run_id"}) == \
+        _rows(tmp_path / "ray" / "results.parquet", {"run_id"})
