@@ -187,6 +187,30 @@ _job_remote = ray.remote(_job_task)
 _map_remote = ray.remote(_map_task)
 
 
+PROBE_TIMEOUT_S = 5.0
+
+
+def probe_address(address: str) -> None:
+    """Refuse an address no Ray head answers at, at once: ``ray.init`` would retry it for minutes.
+
+    ``auto`` is left to Ray (it reads the address of the cluster started on
+    this machine and fails fast when there is none).
+    """
+    if address == "auto":
+        return
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(f"no Ray cluster answers at {address} ({reason}); start one with 'ray start --head' "
+                        "or give the head's address") from None
+
+
 class RayExecutor:
     """Jobs and pieces of attacks as Ray tasks; on the driver it owns the local Ray it started."""
 
@@ -216,6 +240,7 @@ class RayExecutor:
             return
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
         if self.options.address:
+            probe_address(self.options.address)
             kwargs.pop("include_dashboard")
             kwargs["address"] = self.options.address
         else:

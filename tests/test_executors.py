@@ -190,6 +190,17 @@ def test_ray_missing_is_one_line_naming_the_extra(cli, tmp_path, monkeypatch):
     assert result.code == 2 and not out.exists()
 
 
+@pytest.mark.parametrize("address, says", [("127.0.0.1:1", "no Ray cluster answers at 127.0.0.1:1"),
+                                             ("ray://127.0.0.1:1", "no Ray cluster answers"),
+                                             ("nonsense", "is not auto, HOST:PORT")])
+def test_an_address_no_cluster_answers_at_is_one_line_at_once(cli, tmp_path, address, says):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    result = cli("run", "smoke", "--out", out, "--executor", "ray", "--address", address)
+    assert_one_line_error(result, says)
+    assert result.code == 2 and not out.exists()
+
+
 def test_local_executor_refuses_cluster_options(cli, tmp_path):
     result = cli("run", "smoke", "--out", tmp_path / "out", "--address", "auto")
     assert_one_line_error(result, "--executor ray")
