@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privbench.api import RunContext
+from privbench.api import ProgressReporter, RunContext
 from privbench.augment import DEFAULT_STRATEGY, DSA, parse_strategy
 from privbench.errors import UserError
 from privbench.nets import input_stats
@@ -85,7 +85,8 @@ def derive_seed(seed: int, *purpose: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
 
 
-def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+def check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """Refuse anything but N x C x H x W images with N labels, N > 0 (one line each)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise UserError(f"training images must be an N x C x H x W tensor, got {tuple(getattr(images, 'shape', ()))}")
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
@@ -94,8 +95,9 @@ def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
         raise UserError("cannot train a classifier on an empty set of images")
 
 
-def _stage(t: torch.Tensor, device: torch.device, limit: int = ON_DEVICE_LIMIT) -> torch.Tensor:
-    """The tensor on ``device`` when it fits the limit, else left where it is (moved per batch)."""
+def stage(t: torch.Tensor, device: torch.device, limit: int | None = None) -> torch.Tensor:
+    """The tensor on ``device`` when it fits the limit (default :data:`ON_DEVICE_LIMIT`), else left where it is."""
+    limit = ON_DEVICE_LIMIT if limit is None else limit
     if t.device == device or t.element_size() * t.nelement() > limit:
         return t
     return t.to(device)
@@ -109,6 +111,16 @@ def make_dsa(config: TrainConfig, model: nn.Module) -> DSA | None:
     if stats is None:
         return DSA(config.dsa_strategy)
     return DSA(config.dsa_strategy, mean=stats[0], std=stats[1])
+
+
+def protocol_optimizer(params, config: TrainConfig):
+    """The protocol's SGD and its step decay of the learning rate, for ``params``."""
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    decay = config.decay_epoch
+    schedule = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=[decay] if decay is not None else [], gamma=config.lr_decay_factor
+    )
+    return optimizer, schedule
 
 
 def train_classifier(
@@ -127,22 +139,17 @@ def train_classifier(
     context's generator is used. The model's initialisation is the caller's
     (see ``privbench.nets.make_model(seed=...)``).
     """
-    _check_inputs(images, labels)
+    check_inputs(images, labels)
     device = ctx.torch_device
     gen = generator if generator is not None else ctx.generator
     model = model.to(device)
-    x_all = _stage(images.detach().float(), device)
-    y_all = _stage(labels.detach().long(), device)
+    x_all = stage(images.detach().float(), device)
+    y_all = stage(labels.detach().long(), device)
     n = x_all.shape[0]
     dsa = make_dsa(config, model)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    decay = config.decay_epoch
-    schedule = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=[decay] if decay is not None else [], gamma=config.lr_decay_factor
-    )
+    optimizer, schedule = protocol_optimizer(model.parameters(), config)
     model.train()
+    shown = type(ctx.progress) is not ProgressReporter
     label = progress_label or f"training {type(model).__name__}"
     with ctx.progress.task(label, total=config.epochs) as task:
         for _ in range(config.epochs):
@@ -163,8 +170,10 @@ def train_classifier(
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (logits.detach().argmax(1) == y).sum()
             schedule.step()
-            # One host synchronisation per epoch, not per batch.
-            task.advance(1, loss=float(loss_sum) / n, acc=int(correct) / n)
+            if shown:  # one host synchronisation per epoch, and none when nobody watches
+                task.advance(1, loss=float(loss_sum) / n, acc=int(correct) / n)
+            else:
+                task.advance(1)
     return model.eval()
 
 

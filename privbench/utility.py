@@ -51,7 +51,11 @@ class UtilityConfig:
     The other defaults are the same reference protocol: SGD lr 0.01, momentum
     0.9, weight decay 5e-4, batches of 256, lr x 0.1 at half the epochs, DSA
     ``color_crop_cutout_flip_scale_rotate``, evaluation at the last epoch. The
-    ConvNet is width 128, depth 3, instance norm. ``weights`` is a local
+    ConvNet is width 128, depth 3, instance norm. ``ensemble`` trains the
+    seeds' ConvNets as one vectorised ensemble (:mod:`privbench.ensemble`:
+    the same initialisation and data order per seed, up to float rounding);
+    ResNets and batch norm always train one seed after another, as does
+    every model with ``ensemble=false``. ``weights`` is a local
     state-dict file for the ResNets (never downloaded).
 
     Inputs are normalised with the per-channel mean and std of the release
@@ -71,6 +75,7 @@ class UtilityConfig:
     depth: int = 3
     norm: Literal["instancenorm", "batchnorm", "none"] = "instancenorm"
     weights: str | None = None
+    ensemble: bool = True
 
     def __post_init__(self) -> None:
         self.train_config()  # refuse bad values before any work
@@ -127,6 +132,26 @@ def _check_release(release: Release, dataset: Dataset) -> None:
     release.check_against(dataset)
 
 
+def _fresh_classifier(release: Release, dataset: Dataset, key: str, seed: int, config: UtilityConfig):
+    """The untrained classifier of one seed and the generator of its shuffling and augmentation."""
+    import torch
+
+    mean, std = channel_stats(release.images)
+    options = {"width": config.width, "depth": config.depth, "norm": config.norm} if key == "convnet" else {}
+    model = make_model(
+        key,
+        dataset.channels,
+        dataset.num_classes,
+        dataset.image_shape[1:],
+        weights=resolve_weights(key, config.weights),
+        seed=derive_seed(seed, "init"),
+        mean=mean,
+        std=std,
+        **options,
+    )
+    return model, torch.Generator().manual_seed(derive_seed(seed, "batches"))
+
+
 def train_on_release(
     release: Release,
     dataset: Dataset,
@@ -140,35 +165,36 @@ def train_on_release(
     ``seed`` fixes the initialisation and, independently, the shuffling and
     augmentation; the model is returned in eval mode on ``ctx.device``.
     """
-    import torch
+    return train_seeds(release, dataset, model_name, [seed], config, ctx)[0]
+
+
+def train_seeds(
+    release: Release,
+    dataset: Dataset,
+    model_name: str,
+    seeds: list[int],
+    config: UtilityConfig | None,
+    ctx: RunContext,
+) -> list:
+    """One classifier per seed, as :func:`train_on_release` trains it; as one ensemble when
+    ``config.ensemble`` allows (same initialisation and data order per seed, up to float rounding)."""
+    from privbench.ensemble import can_ensemble, train_ensemble
 
     config = config or UtilityConfig()
     check_models([model_name])
     _check_release(release, dataset)
-    mean, std = channel_stats(release.images)
     key = model_name.lower()
-    options = {"width": config.width, "depth": config.depth, "norm": config.norm} if key == "convnet" else {}
-    model = make_model(
-        key,
-        dataset.channels,
-        dataset.num_classes,
-        dataset.image_shape[1:],
-        weights=resolve_weights(key, config.weights),
-        seed=derive_seed(seed, "init"),
-        mean=mean,
-        std=std,
-        **options,
-    )
-    generator = torch.Generator().manual_seed(derive_seed(seed, "batches"))
-    return train_classifier(
-        model,
-        release.images,
-        release.labels,
-        config.train_config(),
-        ctx,
-        generator=generator,
-        progress_label=f"{key} seed {seed}",
-    )
+    fresh = [_fresh_classifier(release, dataset, key, seed, config) for seed in seeds]
+    models = [model for model, _ in fresh]
+    train = config.train_config()
+    if config.ensemble and can_ensemble(models):
+        return train_ensemble(models, release.images, release.labels, train, ctx,
+                              generators=[g for _, g in fresh], progress_label=f"{key} seeds {seeds[0]}-{seeds[-1]}")
+    return [
+        train_classifier(model, release.images, release.labels, train, ctx, generator=g,
+                         progress_label=f"{key} seed {seed}")
+        for (model, g), seed in zip(fresh, seeds)
+    ]
 
 
 def evaluate_release(
@@ -202,9 +228,9 @@ def evaluate_release(
         t0 = time.perf_counter()
         per_seed: dict[str, list[float]] = {m: [] for m in MEASURES}
         seed_list = [ctx.seed + k for k in range(seeds)]
+        trained = train_seeds(release, dataset, key, seed_list, config, ctx)
         with ctx.progress.task(f"utility {key}", total=seeds) as task:
-            for seed in seed_list:
-                model = train_on_release(release, dataset, key, seed, config, ctx)
+            for model in trained:
                 probs = predict_proba(model, test.images, ctx)
                 scores = classification_scores(probs, test.labels, dataset.num_classes)
                 for m in MEASURES:

@@ -127,16 +127,15 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
     # The ConvNet normalises with ``stats``, so DSA works in that same space (as in the reference); the
     # ResNet-18 gets the same augmented [0, 1] images and normalises them its own way.
     dsa = DSA(config.dsa_strategy, mean=stats[0], std=stats[1])
-    losses: list[float] = []
     with ctx.progress.task(f"{name} ipc {ipc}", total=config.iterations) as task:
+        log = m.LossLog(task, scale=private.num_classes)
         for it in range(config.iterations):
             net = fixed if fixed is not None else m.iteration_net(private, stats, config, ctx.seed, name, it, device)
             x_real, real_counts = real.draw()
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             loss = loss_fn(net, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, chunk)
-            value = m.descend(optimizer, loss, private.num_classes)
-            losses.append(value)
-            task.advance(1, loss=value)
+            log.add(m.descend(optimizer, loss))
+        losses = log.values()
     return m.matched_release(
         name, ipc, syn, losses,
         "DM loss per class: squared distance of mean embeddings, averaged over classes", lr_img=lr, **extra,

@@ -112,17 +112,16 @@ def dp_distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunCo
     dsa = DSA(config.dsa_strategy, mean=stats[0], std=stats[1])
     optimizer = torch.optim.SGD([syn.z], lr=config.lr_img, momentum=config.momentum)
     chunk = real_chunk(device, config, private.image_shape)
-    losses: list[float] = []
     with ctx.progress.task(f"{name} ipc {ipc}", total=config.iterations) as task:
+        log = m.LossLog(task, scale=private.num_classes)
         for it in range(config.iterations):
             net = m.iteration_net(private, stats, config, ctx.seed, name, it, device)
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             fake = synthetic_class_means(net, dsa, syn, params, config.clip_norm)
             real = noisy_class_means(net, dsa, by_class, source, params, config.sample_rate, config.clip_norm,
                                      sigma, fake.shape[1], sampler, noise, chunk, counts)
-            value = m.descend(optimizer, (real - fake).pow(2).sum(), private.num_classes)
-            losses.append(value)
-            task.advance(1, loss=value)
+            log.add(m.descend(optimizer, (real - fake).pow(2).sum()))
+        losses = log.values()
     privacy = guarantee(sigma, config.sample_rate, max(1, config.iterations), delta, config.clip_norm,
                         config.accountant)
     privacy["public"] = (f"the number of training images of each class ({counts_source}); the image shape; "

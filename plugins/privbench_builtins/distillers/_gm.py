@@ -198,8 +198,9 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
     quiet = ctx.derive(progress=ProgressReporter())
     vectorise = config.class_batching == "vmap" or (config.class_batching == "auto" and device.type == "cuda")
     labels = syn.labels.to(device)
-    losses: list[float] = []
     with ctx.progress.task(f"{name} ipc {ipc}", total=config.iterations) as task:
+        # Averaged over classes and outer steps, as the reference prints it.
+        log = m.LossLog(task, scale=private.num_classes * outer)
         for it in range(config.iterations):
             net = m.matching_net(
                 private, stats, m.net_seed(ctx.seed, name, it), width=config.width, depth=config.depth, norm=config.norm
@@ -221,10 +222,8 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
                     continue
                 train_classifier(net, syn.pixels().detach(), labels, train_config, quiet, generator=train_generator)
                 net.train()
-            # Averaged over classes and outer steps, as the reference prints it.
-            value = float(total) / (private.num_classes * outer)
-            losses.append(value)
-            task.advance(1, loss=value)
+            log.add(total)
+        losses = log.values()
     return m.matched_release(
         name, ipc, syn, losses,
         "DC gradient distance per class, averaged over classes and outer steps", outer_loop=outer, inner_loop=inner,

@@ -243,9 +243,48 @@ def iteration_net(private: Dataset, stats: tuple[torch.Tensor, torch.Tensor], co
     return net
 
 
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, num_classes: int) -> float:
-    """One step on the synthetic images; the loss per class, as the reference prints it."""
+READ_LOSS_EVERY = 25
+"""Iterations between two reads of the loss on the host (for the progress bar): the steps never wait for it."""
+
+
+class LossLog:
+    """Per-iteration losses kept on the device, read on the host only every :data:`READ_LOSS_EVERY` steps.
+
+    Reading a CUDA tensor waits for every queued kernel; logging ``float(loss)``
+    each iteration would make the GPU idle between steps. ``values()`` reads
+    the whole history once, at the end.
+    """
+
+    def __init__(self, task, scale: float = 1.0, every: int = READ_LOSS_EVERY):
+        self.task, self.scale, self.every = task, scale, every
+        self._pending: list[torch.Tensor] = []
+        self._values: list[float] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self._pending.append(loss.detach() / self.scale)
+        if len(self._pending) >= self.every:
+            self._flush()
+        else:
+            self.task.advance(1)
+
+    def _flush(self, advance: int = 1) -> None:
+        """Read the queued losses; advance the bar by the step just added (the others already were)."""
+        if not self._pending:
+            return
+        values = torch.stack(self._pending).float().cpu().tolist()
+        self._pending.clear()
+        self._values.extend(values)
+        self.task.advance(advance, loss=values[-1])
+
+    def values(self) -> list[float]:
+        """Every loss in order (one host read for what was still on the device)."""
+        self._flush(advance=0)
+        return list(self._values)
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tensor:
+    """One step on the synthetic images; returns the loss, detached and still on the device."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach()) / num_classes
+    return loss.detach()
