@@ -10,6 +10,7 @@ from rich.table import Table
 
 from privbench.cli.common import registry_from, stdout_console
 from privbench.errors import UserError
+from privbench.plugins import ENV_LOAD
 from privbench.registry_path import registry_dir
 
 KINDS = ("distiller", "attack", "metric")
@@ -70,6 +71,9 @@ def command(ctx: click.Context, as_json: bool, kind: str | None, available: bool
     for r in sorted(records, key=lambda r: (order.get(r.kind, 9), r.name)):
         if r.ok:
             table.add_row(r.kind, r.name, r.distribution, r.version, "[green]ok[/]", escape(r.description))
+        elif r.status == "warning":
+            table.add_row(r.kind, r.name, r.distribution, r.version, "[yellow]warning[/]",
+                          f"[yellow]{escape(r.error or '')}[/]")
         else:
             table.add_row(
                 r.kind, r.name, r.distribution, r.version, "[red]error[/]", f"[red]{escape(r.error or '')}[/]",
@@ -79,3 +83,7 @@ def command(ctx: click.Context, as_json: bool, kind: str | None, available: bool
     bad = registry.failures()
     if bad:
         console.print(f"[red]{len(bad)} plugin(s) failed to load[/]; commands that need them will refuse to run.")
+    warned = registry.warnings()
+    if warned:
+        console.print(f"[yellow]{len(warned)} plugin warning(s)[/]: a package that provides nothing, or a name in "
+                      f"{ENV_LOAD} that selects none; --strict-plugins makes them errors.")
