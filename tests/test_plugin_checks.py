@@ -250,3 +250,15 @@ def test_a_load_list_name_that_matches_no_distribution_is_a_warning(fake_site, m
     assert not load_registry().warnings()
     rows = json.loads(cli("plugins", "--json").out)
     assert not [r for r in rows if r["status"] == "warning"]
+
+
+def test_using_a_plugin_whose_module_registered_nothing_says_so(fake_site):
+    with pytest.raises(PluginError, match="provides none .*@privbench.hookimpl"):
+        load_registry().get("distiller", "fake_nohookimpl")
+
+
+def test_a_metric_gets_its_checked_config_and_the_run_device():
+    from privbench.engine import metric_instances
+
+    (ssim,) = metric_instances(load_registry(), "cpu", ["ssim"], {"ssim": {"batch_size": "7"}}).values()
+    assert ssim.config.batch_size == 7 and ssim.device == "cpu"
