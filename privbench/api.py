@@ -327,10 +327,14 @@ class Metric(Plugin):
 
     ``higher_is_better`` is True when a higher value means a closer copy
     (SSIM, PSNR, NCC, FSIM) and False when a lower one does (LPIPS, EMD).
+    Every metric sets it itself: there is no default, because a wrong one
+    would show and rank a distance the wrong way round without any error.
+    The host constructs a metric as ``cls(config, device)``: ``self.config``
+    is its checked ``Config`` and ``self.device`` where to compute.
     """
 
     kind: ClassVar[str] = "metric"
-    higher_is_better: ClassVar[bool] = True
+    higher_is_better: ClassVar[bool]
 
     def __init__(self, config: Any = None, device: str = "cpu"):
         self.config = config if config is not None else self.Config()

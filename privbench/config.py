@@ -16,6 +16,7 @@ import typing
 from typing import Any, Iterable
 
 from privbench.errors import UserError
+from privbench.schema import show
 
 _INT64 = 2**63 - 1
 _TRUE = {"1", "true", "yes", "on"}
@@ -193,3 +194,63 @@ def describe_options(config_cls: type) -> list[dict[str, Any]]:
         ann = hints.get(f.name, f.type)
         out.append({"name": f.name, "type": getattr(ann, "__name__", str(ann)), "default": default})
     return out
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` already is of type ``annotation`` (no coercion: a default is never parsed)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any or isinstance(annotation, typing.TypeVar):
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(type(value) is type(choice) and value == choice for choice in args)
+    if origin in (tuple, list, set, frozenset):
+        if not isinstance(value, origin):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and (not args or all(
+            _matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items()))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is not None:
+        return isinstance(value, origin) if isinstance(origin, type) else True
+    return isinstance(value, annotation) if isinstance(annotation, type) else True
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and typing.get_origin(annotation) is None:
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def default_problem(config_cls: type) -> str | None:
+    """Why the defaults of ``config_cls`` do not match their annotations, or None.
+
+    A default is what every user gets without ``--set``; one of the wrong type
+    (``n_init: int = "4"``, a Literal value outside the Literal) would only fail
+    deep inside a run, or never, so plugins are checked when they register.
+    """
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception as exc:  # noqa: BLE001 - reported as data
+        return f"{config_cls.__name__}'s annotations cannot be resolved ({type(exc).__name__}: {' '.join(str(exc).split())})"
+    instance = config_cls()
+    for f in dataclasses.fields(config_cls):
+        if not f.init or f.name not in hints:
+            continue
+        value = getattr(instance, f.name)
+        if not _matches(value, hints[f.name]):
+            return (f"{config_cls.__name__}.{f.name} is annotated {_type_name(hints[f.name])} but its default is "
+                    f"{show(value)} ({type(value).__name__})")
+    return None

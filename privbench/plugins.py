@@ -4,9 +4,13 @@ The built-in plugins come through the same door as a third party's package.
 Loading never raises: a plugin that fails to import, implements a hook wrongly,
 registers something that is not a subclass of the right base class, or
 duplicates a name becomes a record with ``status="error"`` and a one-line
-error. Commands that need such a plugin refuse with that line; other commands
-run. ``strict=True`` (``--strict-plugins`` or ``PRIVBENCH_STRICT_PLUGINS=1``)
-turns any failure into an error.
+error (the class checks are in :mod:`privbench.plugin_checks`). Commands that
+need such a plugin refuse with that line; other commands run. A module that
+loads but registers nothing (a forgotten ``@hookimpl``), and a name in
+``PRIVBENCH_LOAD_PLUGINS`` that selects no package, are records with
+``status="warning"``: nothing is broken, but what the user expected is not
+there. ``strict=True`` (``--strict-plugins`` or ``PRIVBENCH_STRICT_PLUGINS=1``)
+turns any failure or warning into an error.
 
 Environment variables:
 
@@ -19,7 +23,6 @@ Environment variables:
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata as md
 import os
 import re
@@ -30,6 +33,7 @@ import pluggy
 
 from privbench import hookspecs
 from privbench.errors import PluginError
+from privbench.plugin_checks import check_plugin_class, one_line
 
 GROUP = "privbench"
 BUILTIN_DISTRIBUTION = "privbench"
@@ -74,11 +78,6 @@ class PluginRecord:
         }
 
 
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _normalise(dist_name: str) -> str:
     return re.sub(r"[-_.]+", "-", dist_name).lower()
 
@@ -95,7 +94,12 @@ class Registry:
         self.pm = plugin_manager
 
     def failures(self) -> list[PluginRecord]:
-        return [r for r in self.records if not r.ok]
+        """Plugins that did not load (status ``error``)."""
+        return [r for r in self.records if r.status == "error"]
+
+    def warnings(self) -> list[PluginRecord]:
+        """Plugin packages that loaded but provide nothing, and names in the load list that match no package."""
+        return [r for r in self.records if r.status == "warning"]
 
     def available(self, kind: str) -> list[PluginRecord]:
         return [r for r in self.records if r.kind == kind and r.ok]
@@ -110,6 +114,8 @@ class Registry:
         broken = [r for r in self.records if r.name == name and not r.ok and r.kind in (kind, "unknown")]
         if broken:
             r = broken[0]
+            if r.status == "warning":
+                raise PluginError(f"no {kind} {name!r}: package {r.distribution} provides none ({r.error})")
             raise PluginError(f"{kind} {name!r} from package {r.distribution} failed to load: {r.error}")
         valid = ", ".join(self.names(kind)) or "none installed"
         raise PluginError(f"unknown {kind} {name!r}; available: {valid}")
@@ -118,14 +124,13 @@ class Registry:
         return self.record(kind, name).cls
 
     def require_clean(self) -> None:
-        """Strict mode: the first failure becomes an error."""
-        bad = self.failures()
+        """Strict mode: the first failure, or else the first warning, becomes an error."""
+        bad = self.failures() or self.warnings()
         if bad:
             r = bad[0]
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise PluginError(
-                f"plugin {r.name!r} from package {r.distribution} failed to load: {r.error}{more}"
-            )
+            what = "failed to load" if r.status == "error" else "gave a warning"
+            raise PluginError(f"plugin {r.name!r} from package {r.distribution} {what}: {r.error}{more}")
 
 
 def _allowed_distributions() -> set[str] | None:
@@ -155,39 +160,44 @@ def _entry_points() -> list[md.EntryPoint]:
     return keep
 
 
-def _base_for(kind: str) -> type:
-    from privbench.api import KINDS
+def _load_list_warnings() -> list[PluginRecord]:
+    """A warning for each name in ``PRIVBENCH_LOAD_PLUGINS`` that selects no plugin package (a typo loads nothing)."""
+    allowed = _allowed_distributions()
+    if not allowed:
+        return []
+    with_plugins = {_normalise(ep.dist.name) for ep in md.entry_points(group=GROUP) if ep.dist is not None}
+    missing = sorted(allowed - with_plugins - {BUILTIN_DISTRIBUTION})
+    if not missing:
+        return []
+    installed = {_normalise(d.metadata["Name"] or "") for d in md.distributions()}
+    choices = ", ".join(sorted(with_plugins - {BUILTIN_DISTRIBUTION})) or "none"
+    out = []
+    for name in missing:
+        why = ("is installed but declares no entry point in the 'privbench' group" if name in installed
+               else "matches no installed distribution")
+        out.append(PluginRecord("unknown", name, name, "", "warning",
+                                f"{ENV_LOAD} names {name!r}, which {why}; installed plugin packages: {choices}",
+                                f"{ENV_LOAD}={os.environ.get(ENV_LOAD, '')}"))
+    return out
 
-    return KINDS[kind]
 
-
-def _check_plugin_class(kind: str, obj: Any) -> str | None:
-    """Why ``obj`` is not a valid plugin class of this kind, or None."""
-    base = _base_for(kind)
-    if not isinstance(obj, type) or not issubclass(obj, base):
-        return f"registered {obj!r}, which is not a subclass of privbench.api.{base.__name__}"
-    name = getattr(obj, "name", "")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_\-]*", name):
-        return f"{obj.__name__} has no valid name (lower-case letters, digits, '-' or '_'): {name!r}"
-    config = getattr(obj, "Config", None)
-    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
-        return f"{obj.__name__}.Config must be a dataclass"
-    if not config.__dataclass_params__.frozen:
-        return f"{obj.__name__}.Config must be a frozen dataclass"
-    try:
-        config()
-    except Exception as exc:  # noqa: BLE001 - reported as data
-        return f"{obj.__name__}.Config() needs defaults for every field: {one_line(exc)}"
-    if kind == "metric" and not isinstance(getattr(obj, "higher_is_better", None), bool):
-        return f"{obj.__name__}.higher_is_better must be True or False"
-    return None
+def _provides_nothing(module: Any, hooks: list[str]) -> str:
+    """Why a module that loaded registered nothing, naming what is missing."""
+    if not hooks:
+        named = [h for h in (*KIND_BY_HOOK, "register_commands") if callable(getattr(module, h, None))]
+        if named:
+            return (f"module {module.__name__} defines {', '.join(named)} without @privbench.hookimpl, so privbench "
+                    f"never calls it: decorate it with @hookimpl (from privbench import hookimpl)")
+        return (f"module {module.__name__} implements no privbench hook (no function decorated with "
+                f"@privbench.hookimpl: {', '.join(KIND_BY_HOOK)} or register_commands)")
+    return f"{', '.join(hooks)} registered nothing: call register(cls) for each class"
 
 
 def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Registry:
     """Load every plugin entry point and return the records. Never raises."""
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    records: list[PluginRecord] = []
+    records: list[PluginRecord] = [] if entry_points is not None else _load_list_warnings()
     by_key: dict[tuple[str, str], PluginRecord] = {}
 
     for ep in entry_points if entry_points is not None else _entry_points():
@@ -217,6 +227,7 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Regist
             fail(f"implements unknown hook(s) {', '.join(unknown)}; known: {', '.join(KIND_BY_HOOK)}, register_commands")
             continue
 
+        before = len(records)
         for hook_name, kind in KIND_BY_HOOK.items():
             impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is module]
             for impl in impls:
@@ -227,7 +238,7 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Regist
                     fail(f"{hook_name} raised {one_line(exc)}", kind)
                     continue
                 for obj in registered:
-                    problem = _check_plugin_class(kind, obj)
+                    problem = check_plugin_class(kind, obj)
                     name = getattr(obj, "name", None) or getattr(obj, "__name__", repr(obj))
                     if problem:
                         fail(problem, kind, str(name))
@@ -245,6 +256,10 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Regist
                     rec = PluginRecord(kind, obj.name, dist, version, "ok", None, where, obj.summary(), obj)
                     by_key[(kind, obj.name)] = rec
                     records.append(rec)
+        hooks = [hc.name for hc in callers]
+        if len(records) == before and "register_commands" not in hooks:
+            records.append(PluginRecord("unknown", ep.name, dist, version, "warning",
+                                        _provides_nothing(module, hooks), where))
     return Registry(records, pm)
 
 

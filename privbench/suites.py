@@ -25,7 +25,9 @@ Example::
     attacks = ["autoencoder", "mia"]   # a release may run a subset: attacks = ["mia"] in its [[releases]]
     metrics = []          # empty: every installed metric
     [audit.config.mia]
-    shadows = 4
+    pipelines = 4
+
+docs/suites.md documents every key.
 """
 
 from __future__ import annotations
@@ -93,6 +95,22 @@ REPORT_FIELDS = (
     Field("reproduces", is_nonempty_str, "the name of a paper in registry/papers/"),
 )
 
+SUITE_TABLES = {
+    "top level": TOP_FIELDS,
+    "[[releases]]": RELEASE_FIELDS,
+    "[utility]": UTILITY_FIELDS,
+    "[audit]": AUDIT_FIELDS,
+    "[report]": REPORT_FIELDS,
+}
+"""Every key a suite file may hold, table by table: the parser refuses any other, and docs/suites.md documents each.
+
+The option tables inside them (a release's ``config``, ``[utility] config``,
+``[audit.config.NAME]``, ``[audit.metric_config.NAME]``) take the fields of a
+``Config`` dataclass (a plugin's, or :class:`privbench.utility.UtilityConfig`),
+checked by :func:`validate_suite`.
+"""
+
+
 @dataclass(frozen=True)
 class ReleaseSpec:
     """One release of the grid; ``utility_config`` / ``audit_config`` override the suite's
@@ -148,7 +166,7 @@ def parse_suite(path: Path) -> Suite:
     """Read a suite file and check its shape and every field's type (not yet its plugin names)."""
     raw = read_toml(path, "suite")
     where = f"suite {path.name}"
-    check_fields(raw, TOP_FIELDS, where, allow_unknown=False)
+    check_fields(raw, SUITE_TABLES["top level"], where, allow_unknown=False)
     if "name" not in raw and not is_plain_name(path.stem):
         raise UserError(f"{where}: the file name gives the suite name {show(path.stem)}, which is not "
                         f"{PLAIN_NAME_EXPECTED}; set name = \"...\" in the file")
@@ -158,7 +176,7 @@ def parse_suite(path: Path) -> Suite:
     seeds = as_list(raw.get("seeds", [0])) or [0]
     releases = []
     for i, entry in enumerate(raw.get("releases", [])):
-        check_fields(entry, RELEASE_FIELDS, f"{where}, release {i + 1}", allow_unknown=False)
+        check_fields(entry, SUITE_TABLES["[[releases]]"], f"{where}, release {i + 1}", allow_unknown=False)
         audit_config = entry.get("audit_config", {})
         attacks = tuple(dict.fromkeys(as_list(entry["attacks"]))) if "attacks" in entry else None
         for ipc in as_list(entry.get("ipc")) or [None]:
@@ -167,9 +185,8 @@ def parse_suite(path: Path) -> Suite:
                                         {k: dict(v) for k, v in audit_config.items()}, attacks))
     if not releases:
         raise UserError(f"{where}: no [[releases]] given")
-    utility = check_fields(raw.get("utility", {}), UTILITY_FIELDS, f"{where}, [utility]", allow_unknown=False)
-    audit = check_fields(raw.get("audit", {}), AUDIT_FIELDS, f"{where}, [audit]", allow_unknown=False)
-    report = check_fields(raw.get("report", {}), REPORT_FIELDS, f"{where}, [report]", allow_unknown=False)
+    utility, audit, report = (check_fields(raw.get(key, {}), SUITE_TABLES[f"[{key}]"], f"{where}, [{key}]",
+                                           allow_unknown=False) for key in ("utility", "audit", "report"))
     return Suite(
         name=raw.get("name", path.stem),
         description=raw.get("description", "").strip(),

@@ -48,9 +48,9 @@ def tiny_dataset(
 
 def check_plugin(cls: type, kind: str) -> None:
     """Fail with privbench's own message if ``cls`` would be rejected at load time."""
-    from privbench.plugins import _check_plugin_class
+    from privbench.plugin_checks import check_plugin_class
 
-    problem = _check_plugin_class(kind, cls)
+    problem = check_plugin_class(kind, cls)
     assert problem is None, problem
 
 

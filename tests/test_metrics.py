@@ -241,6 +241,7 @@ class _Broken(Metric):
 
 class _Halves(Metric):
     name = "halves"
+    higher_is_better = True
 
     def score(self, reference, candidate):
         out = torch.arange(reference.shape[0], dtype=torch.float32)

@@ -25,7 +25,7 @@ from privbench.plugins import ENV_STRICT, get_registry, truthy
     "--strict-plugins",
     is_flag=True,
     default=False,
-    help=f"Exit 2 if any plugin fails to load (or set {ENV_STRICT}=1).",
+    help=f"Exit 2 if any plugin fails to load or gives a warning (or set {ENV_STRICT}=1).",
 )
 @click.pass_context
 def cli(ctx: click.Context, strict_plugins: bool) -> None:

@@ -20,6 +20,32 @@ from privbench.cli.common import (
 )
 
 
+def evaluation_plan(models: list[str], seeds: int, config, release_images: int | None, train_images: int,
+                    test_images: int) -> str:
+    """One line saying what the utility evaluation will train, and how to make it shorter.
+
+    Printed before any work: with the defaults it trains 3 classifiers for 1000
+    epochs each, which is most of the command's time on a CPU.
+    """
+    import math
+
+    if release_images is None:
+        on = f"the release (its size is set by the method; the private training set has {train_images} images)"
+        steps = ""
+    else:
+        on = f"the release's {release_images} images"
+        total = len(models) * seeds * config.epochs * math.ceil(release_images / config.batch_size)
+        steps = f", {total} optimiser steps in all"
+    shorter = ["--no-evaluate"]
+    if config.epochs > 1:
+        shorter.append(f"--eval-set epochs={max(1, config.epochs // 10)}")
+    if seeds > 1:
+        shorter.append("--eval-seeds 1")
+    return (f"utility evaluation: {len(models) * seeds} classifier(s) ({' + '.join(models)} x {seeds} seed(s)), "
+            f"{config.epochs} epoch(s) each on {on}{steps}, scored on {test_images} real test images; "
+            f"to make it shorter: {', '.join(shorter)}")
+
+
 @click.command("distill")
 @click.option("--data", "data_spec", required=True, metavar="SPEC", help="digits, npz:PATH, medmnist:NAME, folder:PATH or a card name.")
 @click.option("--method", required=True, help="A distiller plugin (see 'privbench plugins --kind distiller').")
@@ -84,6 +110,10 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
     dataset = load_dataset(data_spec, cache_dir=cache_dir)
     if cls.uses_ipc:
         check_release_fits(ipc, dataset.num_classes, dataset.image_shape, f"--ipc {ipc} ({ipc * dataset.num_classes} images)")
+    if evaluate:
+        release_images = ipc * dataset.num_classes if cls.uses_ipc else None
+        click.echo(evaluation_plan(list(eval_models), eval_seeds, utility_config, release_images,
+                                   len(dataset.train), len(dataset.test)), err=True)
     run_ctx = make_run_context(device, seed, quiet, cache_dir)
     console = stdout_console()
     with staged_output_dir(out_dir, force, inputs, command="distill") as stage:
