@@ -317,3 +317,24 @@ def test_bad_input_is_one_line_naming_the_file(cli, tmp_path, case, needles):
     assert_one_line_error(result, *needles)
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
     assert not [p for p in (tmp_path / "cache").rglob("*.tmp*")]  # the cache holds whole entries only
+
+
+def test_the_documented_rsna_card_loads(cli, tmp_path, monkeypatch):
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    card = re.search(r"```toml\n(# registry/datasets/rsna-pneumonia.toml\n.*?)```", docs, re.S).group(1)
+    registry = tmp_path / "registry"
+    (registry / "datasets").mkdir(parents=True)
+    (registry / "datasets" / "rsna-pneumonia.toml").write_text(card)
+    monkeypatch.setenv("PRIVBENCH_REGISTRY", str(registry))
+    data = tmp_path / "data"
+    monkeypatch.setenv("PRIVBENCH_DATA_ROOT", str(data))
+    listed = cli("datasets", "--json")
+    assert listed.code == 0 and '"available": false' in listed.out
+    _rsna_tree(data / "rsna-pneumonia", n=5)
+    (data / "rsna-pneumonia" / "images").rename(data / "rsna-pneumonia" / "stage_2_train_images")
+    ds = load_dataset("rsna-pneumonia", cache_dir=tmp_path / "c")
+    assert ds.class_names == ("normal", "pneumonia") and ds.image_shape == (1, 64, 64) and not ds.public
+    assert len(ds.test) == 2 and sorted(ds.test.labels.tolist()) == [0, 1]  # 80/20 of 10 files
+    assert '"available": true' in cli("datasets", "--json").out
