@@ -338,3 +338,28 @@ def test_the_documented_rsna_card_loads(cli, tmp_path, monkeypatch):
     assert ds.class_names == ("normal", "pneumonia") and ds.image_shape == (1, 64, 64) and not ds.public
     assert len(ds.test) == 2 and sorted(ds.test.labels.tolist()) == [0, 1]  # 80/20 of 10 files
     assert '"available": true' in cli("datasets", "--json").out
+
+
+def test_a_voi_lut_sequence_is_applied_and_sets_the_range(tmp_path):
+    from pydicom.dataset import Dataset as DicomDataset
+    from pydicom.sequence import Sequence
+
+    from privbench.data.dicom_pixels import dicom_images
+
+    path = _dicom(tmp_path / "lut.dcm", WindowCenter=None, WindowWidth=None)
+    ds = pydicom.dcmread(path)
+    arr = ds.pixel_array
+    first = int(np.percentile(arr, 30))
+    item = DicomDataset()
+    item.LUTDescriptor = [256, first, 16]
+    entries = (1000 + 3 * np.arange(256)).astype(np.uint16)  # spans 1000..1765, not 0..65535
+    item.LUTData = entries.tolist()
+    item["LUTDescriptor"].VR = "US"
+    item["LUTData"].VR = "US"
+    ds.VOILUTSequence = Sequence([item])
+    ds.save_as(path)
+    ds = pydicom.dcmread(path)
+    values = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float64)
+    assert values.min() == 1000 and values.max() == 1765  # the LUT really clips below and above its domain
+    got = dicom_images(path)[0]
+    assert np.allclose(got, (values - 1000) / 765, atol=1e-12) and got.min() == 0 and got.max() == 1

@@ -112,7 +112,7 @@ def _probe_range(ds, index: int = 0) -> tuple[float, float] | None:
     if ds.get("VOILUTSequence"):
         descriptor = [int(v) for v in ds.VOILUTSequence[index].LUTDescriptor]
         entries = descriptor[0] or 65536
-        probe = np.arange(descriptor[1], descriptor[1] + entries, dtype=np.float64)
+        probe = np.arange(descriptor[1], descriptor[1] + entries, dtype=np.int64)
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         center = ds["WindowCenter"].value
         width = ds["WindowWidth"].value
@@ -137,7 +137,7 @@ def display_frame(frame: np.ndarray, ds) -> np.ndarray:
     """A grey frame through the modality LUT, the VOI LUT, scaling and MONOCHROME1 inversion."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    modality = np.asarray(apply_modality_lut(frame, ds), dtype=np.float64)
+    modality = apply_modality_lut(frame, ds)  # integers stay integers: a VOI LUT indexes by them
     with np.errstate(over="ignore"):
         voi = np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64)
     bounds = _probe_range(ds)
