@@ -10,12 +10,17 @@ def dataset_inputs(spec: str) -> list[Path]:
     from privbench.data import SCHEMES, parse_spec
     from privbench.data.cards import find_card, medmnist_root
 
-    scheme, target, _ = parse_spec(spec)
+    scheme, target, options = parse_spec(spec)
     if scheme not in SCHEMES:
         card = find_card(scheme)
         if card is None:
             return []
-        scheme, target, _ = parse_spec(card.spec)
+        scheme, target, card_options = parse_spec(card.spec)
+        options = {**card.options, **card_options, **options}
+    if scheme == "dicom" and target:
+        root = Path(target).expanduser()
+        labels = Path(options["labels"]).expanduser() if options.get("labels") else None
+        return [root] + ([labels if labels.is_absolute() else root / labels] if labels else [])
     if scheme in ("npz", "folder") and target:
         return [Path(target).expanduser()]
     if scheme == "medmnist" and target:

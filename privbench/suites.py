@@ -218,7 +218,7 @@ def validate_suite(suite: Suite, registry: Registry) -> None:
         if scheme not in SCHEMES and scheme not in cards:
             raise UserError(
                 f"suite {suite.name}: unknown dataset {spec!r}; known cards: {', '.join(sorted(cards))}; "
-                f"or npz:PATH, medmnist:NAME, folder:PATH"
+                f"or npz:PATH, medmnist:NAME, folder:PATH, dicom:PATH"
             )
         if scheme in cards:
             available, where = cards[scheme].availability()

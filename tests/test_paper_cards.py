@@ -287,7 +287,7 @@ def test_spec_options_parse_and_refuse_in_one_line():
                           ("split=80/20&test_fraction=0.1", "test_fraction and split")):
         with pytest.raises(UserError, match=needle):
             parse_spec(f"folder:/x?{query}")
-    with pytest.raises(UserError, match="folder datasets only"):
+    with pytest.raises(UserError, match="folder and dicom datasets only"):
         load_dataset("digits?balance=true")
 
 

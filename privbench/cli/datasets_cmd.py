@@ -76,5 +76,5 @@ def command(as_json: bool, show_layout: bool) -> None:
         for r in rows:
             console.print(f"\n[bold]{r['name']}[/] ({escape(r['licence'])})\n{escape(r['layout'])}")
     else:
-        console.print("Use a card name as --data, or npz:PATH / medmnist:NAME / folder:PATH. "
+        console.print("Use a card name as --data, or npz:PATH / medmnist:NAME / folder:PATH / dicom:PATH. "
                       "'privbench datasets --layout' shows where to put each dataset.")

@@ -47,7 +47,7 @@ def evaluation_plan(models: list[str], seeds: int, config, release_images: int |
 
 
 @click.command("distill")
-@click.option("--data", "data_spec", required=True, metavar="SPEC", help="digits, npz:PATH, medmnist:NAME, folder:PATH or a card name.")
+@click.option("--data", "data_spec", required=True, metavar="SPEC", help="digits, npz:PATH, medmnist:NAME, folder:PATH, dicom:PATH or a card name.")
 @click.option("--method", required=True, help="A distiller plugin (see 'privbench plugins --kind distiller').")
 @click.option("--ipc", type=int, default=None, help="Images per class in the release.")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Release directory to create.")

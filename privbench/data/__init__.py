@@ -6,6 +6,7 @@ Specs:
 ``npz:PATH``               a MedMNIST-layout ``.npz`` file
 ``medmnist:NAME``          ``~/.medmnist/NAME.npz`` (or ``$MEDMNIST_ROOT``)
 ``folder:PATH``            an ImageFolder tree
+``dicom:PATH``             a folder of DICOM files, labelled by a CSV or by class sub-folders
 ``NAME``                   a dataset card from ``registry/datasets/NAME.toml``
 
 Options follow a ``?``: ``folder:/data/xray?size=64&channels=1``. Known options:
@@ -15,9 +16,13 @@ Options follow a ``?``: ``folder:/data/xray?size=64&channels=1``. Known options:
 folders only: ``glob``, ``classes`` (``COVID,Normal`` selects class folders,
 ``tumour:glioma+pituitary,normal:notumor`` merges them), ``balance`` (``true``:
 every class subsampled to the smallest) and ``split`` (``80/20``: a train/test
-partition, val carved out of train; official split folders are pooled first).
+partition, val carved out of train; official split folders are pooled first);
+these four apply to ``dicom:`` too, where ``classes`` maps label values when a CSV
+labels the files. For DICOM only: ``labels`` (a CSV file), ``id``, ``label`` and
+``split_column`` (its columns) and ``frames`` (``first`` or ``all``).
 A card's ``[options]`` table takes ``glob``, ``classes``, ``balance``, ``split``,
-``val_fraction`` and ``test_fraction``; options in the spec win over the card's.
+``val_fraction``, ``test_fraction`` and the DICOM options; options in the spec win
+over the card's.
 
 What a file declares (array shapes, labels, image sizes) is checked against
 :mod:`privbench.limits` before it is allocated.
@@ -32,7 +37,9 @@ from typing import Any
 from privbench.errors import UserError
 from privbench.limits import check_classes, check_seed, check_size
 
-SCHEMES = ("digits", "npz", "medmnist", "folder")
+SCHEMES = ("digits", "npz", "medmnist", "folder", "dicom")
+TREES = ("folder", "dicom")
+"""The schemes that read a tree of image files: they decode at a size, and take the folder options."""
 
 
 def _flag(value: str) -> bool:
@@ -53,6 +60,14 @@ def _split(value: str) -> tuple[int, int]:
     if split is None:
         raise ValueError(value)
     return split
+
+
+def _frames(value: str) -> str:
+    from privbench.data.dicom_pixels import FRAMES
+
+    if value not in FRAMES:
+        raise ValueError(value)
+    return value
 
 
 def _classes(value: str) -> tuple:
@@ -77,6 +92,11 @@ OPTIONS = {
     "classes": (_classes, "class folders separated by commas, each optionally CLASS:FOLDER+FOLDER"),
     "balance": (_flag, "true or false"),
     "split": (_split, "train/test percentages such as 80/20 (adding up to 100)"),
+    "labels": (str, "a CSV file"),
+    "id": (str, "a column of the labels CSV"),
+    "label": (str, "a column of the labels CSV"),
+    "split_column": (str, "a column of the labels CSV"),
+    "frames": (_frames, "first or all"),
 }
 DEFAULT_FRACTION = 0.15
 # Classes without any image that labels may leave before they look like a damaged file.
@@ -174,7 +194,7 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
         card = cards_mod.find_card(scheme)
         if card is None:
             names = ", ".join(sorted(cards_mod.load_cards())) or "none"
-            raise UserError(f"unknown dataset {scheme!r}; known cards: {names}; or use npz:PATH, medmnist:NAME, folder:PATH")
+            raise UserError(f"unknown dataset {scheme!r}; known cards: {names}; or use npz:PATH, medmnist:NAME, folder:PATH, dicom:PATH")
         available, where = card.availability()
         if not available:
             raise UserError(
@@ -190,14 +210,19 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
         card = cards_mod.find_card("digits")
     split, val_fraction, test_fraction = cards_mod.folder_protocol(options, f"dataset {card.name!r}" if card else "dataset options")
     folder_only = [k for k in cards_mod.FOLDER_ONLY if k in options]
-    if folder_only and scheme != "folder":
-        raise UserError(f"dataset option(s) {', '.join(folder_only)} apply to folder datasets only, not {scheme}")
+    if folder_only and scheme not in TREES:
+        raise UserError(f"dataset option(s) {', '.join(folder_only)} apply to folder and dicom datasets only, not {scheme}")
+    dicom_only = [k for k in cards_mod.DICOM_ONLY if k in options]
+    if dicom_only and scheme != "dicom":
+        raise UserError(f"dataset option(s) {', '.join(dicom_only)} apply to dicom datasets only, not {scheme}")
+    if "labels" not in options and any(k in options for k in ("id", "label", "split_column")):
+        raise UserError("dataset options id, label and split_column name columns of a labels CSV: give labels=FILE.csv too")
 
-    # Files keep their native size unless asked; a card's size is the default for folders,
-    # whose images come in any size.
+    # Files keep their native size unless asked; a card's size is the default for folders
+    # and DICOM trees, whose images come in any size.
     size = options.get("size")
     channels = options.get("channels")
-    if scheme == "folder" and card is not None:
+    if scheme in TREES and card is not None:
         size = size or card.image_size
         channels = channels or card.channels
     seed = options.get("seed", 0)
@@ -222,6 +247,30 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
             if card is None and scheme == "medmnist":
                 card = cards_mod.find_card(target)
         name = name or (card.name if card else path.stem)
+    elif scheme == "dicom":
+        from privbench.data.dicom import read_dicom_splits
+
+        if not target:
+            raise UserError("dicom: needs a path, e.g. dicom:/data/rsna/stage_2_train_images")
+        splits, class_names = read_dicom_splits(
+            Path(target),
+            size=size,
+            channels=channels,
+            frames=options.get("frames", "first"),
+            pattern=options.get("glob"),
+            labels=options.get("labels"),
+            **{k: options[o] for k, o in (("id_column", "id"), ("label_column", "label"),
+                                           ("split_column", "split_column")) if o in options},
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            classes=options.get("classes"),
+            balance=options.get("balance", False),
+            pool=split is not None,
+            what=f"dataset {printable(name or Path(target).name)!r}",
+            cache_dir=cache_dir or default_cache_dir(),
+        )
+        name = name or Path(target).expanduser().resolve().name
     else:  # folder
         from privbench.data.folder import read_folder_splits
 
@@ -245,14 +294,14 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
 
     name = printable(name)
     num_classes = _count_classes(splits, f"dataset {name!r}", named=bool(class_names or (card and card.classes)))
-    if scheme != "folder":
+    if scheme not in TREES:
         _check_converted_size(splits, None if scheme == "digits" else size, channels)
         for key, split in splits.items():
             images = set_channels(split.images, channels)
             images = resize(images, size if scheme != "digits" else None)
             splits[key] = type(split)(images.contiguous(), split.labels, split.attributes)
 
-    if card is not None and card.classes and scheme != "folder":
+    if card is not None and card.classes and scheme not in TREES:
         if num_classes > len(card.classes):
             raise UserError(f"dataset card {card.name!r} lists {len(card.classes)} classes but labels go up to {num_classes - 1}")
         class_names = list(card.classes)

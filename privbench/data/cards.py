@@ -89,7 +89,7 @@ class DatasetCard:
         if scheme == "npz":
             path = Path(rest).expanduser()
             return path.is_file(), str(path)
-        if scheme == "folder":
+        if scheme in ("folder", "dicom"):
             path = Path(rest).expanduser()
             return path.is_dir(), str(path)
         return False, self.spec
@@ -124,6 +124,8 @@ CLASSES_TEXT_EXPECTED = ("class folders separated by commas, each optionally CLA
                          "(e.g. tumour:glioma+pituitary,normal:notumor)")
 SPLIT_VAL_FRACTION = 0.1
 FOLDER_ONLY = ("classes", "balance", "split")
+"""Options of the tree loaders (folder and dicom)."""
+DICOM_ONLY = ("labels", "id", "label", "split_column", "frames")
 
 
 def parse_split(value: object) -> tuple[int, int] | None:
@@ -216,6 +218,11 @@ OPTION_FIELDS = (
     Field("split", lambda v: parse_split(v) is not None, SPLIT_EXPECTED),
     Field("val_fraction", _is_fraction, "a number in [0, 1)"),
     Field("test_fraction", _is_fraction, "a number in [0, 1)"),
+    Field("labels", is_nonempty_str, "a CSV file of labels (a path, relative to the DICOM folder unless absolute)"),
+    Field("id", is_nonempty_str, "the labels CSV's column of file names (a string)"),
+    Field("label", is_nonempty_str, "the labels CSV's column of classes (a string)"),
+    Field("split_column", is_nonempty_str, "the labels CSV's column of splits (a string)"),
+    Field("frames", one_of("first", "all"), '"first" or "all" (the frames read from a multi-frame DICOM file)'),
 )
 
 

@@ -26,7 +26,6 @@ names that are not UTF-8 are read, and class names show their bytes as ``\\xNN``
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,12 +34,13 @@ import numpy as np
 import torch
 
 from privbench.api import Split
-from privbench.data.splits import balanced_subset, stratified_split, train_val_test
+from privbench.data.filecache import file_list_key, load_cached, store_cached
+from privbench.data.splits import Group, arrange_splits
 from privbench.errors import UserError
 from privbench.imaging import image_size, open_image, printable
 from privbench.limits import check_bytes, check_classes, check_size, shape_bytes
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"})
 SPLIT_ALIASES = {
     "train": ("train", "training"),
     "val": ("val", "valid", "validation"),
@@ -76,8 +76,9 @@ def _find_split_dirs(root: Path) -> dict[str, Path]:
     return found
 
 
-def _image_files(class_dir: Path, pattern: str) -> list[Path]:
-    """Image files under ``class_dir`` matching ``pattern``, none hidden, none reached through a link."""
+def _image_files(class_dir: Path, pattern: str, extensions: frozenset[str] | None = IMAGE_EXTENSIONS) -> list[Path]:
+    """Files under ``class_dir`` matching ``pattern`` (and, unless ``extensions`` is None, with one of
+    those suffixes in any case), none hidden, none reached through a link."""
     try:
         real = class_dir.resolve()
         candidates = list(class_dir.glob(pattern))
@@ -88,7 +89,7 @@ def _image_files(class_dir: Path, pattern: str) -> list[Path]:
     files = []
     for p in candidates:
         rel = p.relative_to(class_dir)
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or any(part.startswith(".") for part in rel.parts):
+        if (extensions is not None and p.suffix.lower() not in extensions) or any(part.startswith(".") for part in rel.parts):
             continue
         try:
             if p.is_symlink() or not p.is_file() or p.resolve() != real / rel:
@@ -99,10 +100,10 @@ def _image_files(class_dir: Path, pattern: str) -> list[Path]:
     return sorted(files)
 
 
-Group = tuple[list[Path], list[int]]
+Extensions = frozenset[str] | None
 
 
-def _collect(split_dir: Path, sources: list[tuple[str, ...]], pattern: str) -> Group:
+def _collect(split_dir: Path, sources: list[tuple[str, ...]], pattern: str, extensions: Extensions) -> Group:
     """The image files of each class (label = position in ``sources``), from all its source folders."""
     files, labels = [], []
     for label, names in enumerate(sources):
@@ -110,22 +111,18 @@ def _collect(split_dir: Path, sources: list[tuple[str, ...]], pattern: str) -> G
             class_dir = split_dir / name
             if class_dir.is_symlink() or not class_dir.is_dir():
                 continue
-            found = _image_files(class_dir, pattern)
+            found = _image_files(class_dir, pattern, extensions)
             files += found
             labels += [label] * len(found)
     return files, labels
 
 
-def _take(group: Group, idx: np.ndarray) -> Group:
-    files, labels = group
-    return [files[i] for i in idx], [labels[i] for i in idx]
+def _class_folders(base: Path, pattern: str, extensions: Extensions) -> list[str]:
+    return [p.name for p in _subdirs(base) if _image_files(p, pattern, extensions)]
 
 
-def _class_folders(base: Path, pattern: str) -> list[str]:
-    return [p.name for p in _subdirs(base) if _image_files(p, pattern)]
-
-
-def _resolve_sources(base: Path, classes: tuple, pattern: str, what: str) -> list[tuple[str, ...]]:
+def _resolve_sources(base: Path, classes: tuple, pattern: str, extensions: Extensions,
+                     what: str) -> list[tuple[str, ...]]:
     """Each class's source folder names as they are on disk (an exact name, else the one that
     differs only in case), or one line naming the missing folder and listing those found."""
     on_disk = [p.name for p in _subdirs(base)]
@@ -134,8 +131,8 @@ def _resolve_sources(base: Path, classes: tuple, pattern: str, what: str) -> lis
         resolved = []
         for folder in folders:
             matches = [folder] if folder in on_disk else [d for d in on_disk if d.lower() == folder.lower()]
-            if len(matches) != 1 or not _image_files(base / matches[0], pattern):
-                found = ", ".join(printable(n) for n in _class_folders(base, pattern)) or "none"
+            if len(matches) != 1 or not _image_files(base / matches[0], pattern, extensions):
+                found = ", ".join(printable(n) for n in _class_folders(base, pattern, extensions)) or "none"
                 owner = f" (for class {printable(name)!r})" if folder != name else ""
                 raise UserError(
                     f"{what}: option classes names source folder {printable(folder)!r}{owner}, but "
@@ -175,21 +172,11 @@ def _guess_channels(files: list[Path]) -> int:
 
 def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> np.ndarray:
     mode = "L" if channels == 1 else "RGB"
-    key = hashlib.sha256(repr((size, channels)).encode())
-    for f in files:
-        try:
-            st = f.stat()
-        except OSError as exc:
-            raise UserError(f"cannot read image {printable(f)}: {exc.strerror or exc}") from exc
-        key.update(os.fsencode(f.resolve()) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    cache_file = cache_dir / "folders" / f"{key.hexdigest()[:24]}.npy" if cache_dir else None
-    if cache_file is not None and cache_file.is_file():
-        try:
-            arr = np.load(cache_file, allow_pickle=False)
-            if arr.shape[0] == len(files):
-                return arr
-        except (ValueError, OSError, EOFError):
-            pass  # a damaged cache entry is rebuilt
+    key = file_list_key(files, (size, channels))
+    cache_file = cache_dir / "folders" / f"{key}.npy" if cache_dir else None
+    cached = load_cached(cache_file, lambda a: a.shape[0] == len(files))
+    if cached is not None:
+        return cached
     for f in files:  # declared sizes first, in this thread, before any decoding
         image_size(f)
     workers = min(8, (os.cpu_count() or 2))
@@ -201,14 +188,7 @@ def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | N
     else:
         arr = np.transpose(arr, (0, 3, 1, 2))
     arr = np.ascontiguousarray(arr)
-    if cache_file is not None:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, arr, allow_pickle=False)
-            os.replace(tmp, cache_file)
-        except OSError:
-            pass  # caching is an optimisation; a read-only cache dir is fine
+    store_cached(cache_file, arr)
     return arr
 
 
@@ -223,12 +203,14 @@ def plan_folder_splits(
     balance: bool = False,
     pool: bool = False,
     what: str = "",
+    extensions: Extensions = IMAGE_EXTENSIONS,
 ) -> tuple[dict[str, Group], list[str]]:
     """Each split's files and labels, and the class names, decided from file names alone.
 
     ``classes``: (class, source folders) pairs; ``balance``: every class subsampled to the
     smallest (each official split on its own unless pooled); ``pool``: split folders are
     pooled, ``test_fraction`` of the whole is the test part and ``val_fraction`` of the rest val.
+    ``extensions``: the file suffixes read (None: whatever ``pattern`` matches).
     """
     root = Path(root).expanduser()
     what = what or f"folder {printable(root)}"
@@ -240,10 +222,10 @@ def plan_folder_splits(
     base = split_dirs.get("train", root)
     if classes is not None:
         check_classes(len(classes), f"{what}: option classes")
-        sources = _resolve_sources(base, classes, pattern, what)
+        sources = _resolve_sources(base, classes, pattern, extensions, what)
         shown = [printable(name) for name, _ in classes]
     else:
-        class_names = _class_folders(base, pattern)
+        class_names = _class_folders(base, pattern, extensions)
         if len(class_names) < 2:
             found = ", ".join(printable(n) for n in class_names) or "none"
             links = _links(base)
@@ -257,40 +239,17 @@ def plan_folder_splits(
         if len(set(shown)) < len(shown):
             raise UserError(f"{printable(base)}: two class folders have names that print the same ({', '.join(shown)})")
         for split, d in split_dirs.items():
-            extra = sorted(set(_class_folders(d, pattern)) - set(class_names))
+            extra = sorted(set(_class_folders(d, pattern, extensions)) - set(class_names))
             if extra:
                 raise UserError(f"{printable(d)} has class folder(s) {', '.join(map(printable, extra))} that {printable(base)} lacks")
         sources = [(n,) for n in class_names]
 
-    def balanced(group: Group) -> Group:
-        return _take(group, balanced_subset(np.asarray(group[1]), seed)) if balance and group[0] else group
-
-    groups: dict[str, Group] = {}
-    if pool:
-        files, labels = [], []
-        for d in [base] + [split_dirs[s] for s in ("val", "test") if s in split_dirs]:
-            more_files, more_labels = _collect(d, sources, pattern)
-            files += more_files
-            labels += more_labels
-        everything = balanced((files, labels))
-        parts = train_val_test(np.asarray(everything[1]), test_fraction, val_fraction, seed)
-        for split, idx in zip(("train", "val", "test"), parts):
-            groups[split] = _take(everything, idx)
-    else:
-        files, labels = balanced(_collect(base, sources, pattern))
-        for split in ("val", "test"):
-            if split in split_dirs:
-                groups[split] = balanced(_collect(split_dirs[split], sources, pattern))
-        carve = [s for s in ("val", "test") if s not in groups]
-        if carve:
-            fractions = {"val": val_fraction, "test": test_fraction}
-            parts_f = [fractions[s] for s in carve]
-            parts = stratified_split(np.asarray(labels), tuple([1 - sum(parts_f)] + parts_f), seed)
-            groups["train"] = _take((files, labels), parts[0])
-            for s_, idx in zip(carve, parts[1:]):
-                groups[s_] = _take((files, labels), idx)
-        else:
-            groups["train"] = (files, labels)
+    official = {"train": _collect(base, sources, pattern, extensions)}
+    for split in ("val", "test"):
+        if split in split_dirs:
+            official[split] = _collect(split_dirs[split], sources, pattern, extensions)
+    groups = arrange_splits(official, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                            balance=balance, pool=pool)
     for split in ("train", "val", "test"):
         if not groups[split][0]:
             raise UserError(f"{printable(root)}: the {split} split has no images")

@@ -74,3 +74,54 @@ def train_val_test(labels: np.ndarray, test_fraction: float, val_fraction: float
     rest, test = stratified_split(labels, (1 - test_fraction, test_fraction), seed)
     train, val = stratified_split(labels[rest], (1 - val_fraction, val_fraction), (seed, VAL_STREAM))
     return rest[train], rest[val], test
+
+
+Group = tuple[list, list[int]]
+"""Items (file paths, say) and their labels, in step."""
+
+
+def take(group: Group, idx: np.ndarray) -> Group:
+    items, labels = group
+    return [items[i] for i in idx], [labels[i] for i in idx]
+
+
+def arrange_splits(official: dict[str, Group], *, seed: int, val_fraction: float, test_fraction: float,
+                   balance: bool = False, pool: bool = False) -> dict[str, Group]:
+    """Train, val and test groups from the ones the data names (``train`` always, ``val`` and
+    ``test`` where it has them), decided on labels alone, before anything is decoded.
+
+    ``balance``: every class subsampled to the smallest (each named split on its own unless
+    pooled). ``pool``: the named splits are pooled and partitioned by :func:`train_val_test`.
+    Otherwise a missing val or test split is carved out of train, stratified; the fractions are
+    of the whole.
+    """
+
+    def balanced(group: Group) -> Group:
+        return take(group, balanced_subset(np.asarray(group[1]), seed)) if balance and group[0] else group
+
+    groups: dict[str, Group] = {}
+    if pool:
+        items: list = []
+        labels: list[int] = []
+        for split in ("train", "val", "test"):
+            if split in official:
+                items += official[split][0]
+                labels += official[split][1]
+        everything = balanced((items, labels))
+        parts = train_val_test(np.asarray(everything[1]), test_fraction, val_fraction, seed)
+        return {split: take(everything, idx) for split, idx in zip(("train", "val", "test"), parts)}
+    train = balanced(official["train"])
+    for split in ("val", "test"):
+        if split in official:
+            groups[split] = balanced(official[split])
+    carve = [s for s in ("val", "test") if s not in groups]
+    if carve:
+        fractions = {"val": val_fraction, "test": test_fraction}
+        parts_f = [fractions[s] for s in carve]
+        parts = stratified_split(np.asarray(train[1]), tuple([1 - sum(parts_f)] + parts_f), seed)
+        groups["train"] = take(train, parts[0])
+        for split, idx in zip(carve, parts[1:]):
+            groups[split] = take(train, idx)
+    else:
+        groups["train"] = train
+    return groups
