@@ -136,6 +136,9 @@ class _NullTask:
     def advance(self, steps: int = 1, **fields: Any) -> None:
         pass
 
+    def fail(self, message: str = "") -> None:
+        pass
+
 
 class ProgressReporter:
     """Reports progress of long work. The CLI substitutes a rich progress bar."""
