@@ -80,10 +80,12 @@ class Release:
 
     @property
     def method(self) -> str:
+        """The distiller that made it, from the manifest."""
         return str(self.manifest.get("method", "unknown"))
 
     @property
     def ipc(self) -> int | None:
+        """Images per class from the manifest (None: a release of fixed size)."""
         ipc = self.manifest.get("ipc")
         return None if ipc is None else int(ipc)
 
@@ -129,11 +131,17 @@ def default_cache_dir() -> Path:
 
 
 class ProgressTask(Protocol):
-    def advance(self, steps: int = 1, **fields: Any) -> None: ...
+    """One bar of progress, from ``ctx.progress.task(description, total)``."""
+
+    def advance(self, steps: int = 1, **fields: Any) -> None:
+        """Count ``steps`` done; ``fields`` (``loss=0.3``) are shown beside the bar."""
 
 
 class _NullTask:
     def advance(self, steps: int = 1, **fields: Any) -> None:
+        pass
+
+    def fail(self, message: str = "") -> None:
         pass
 
 
@@ -175,6 +183,7 @@ class RunContext:
 
     @cached_property
     def generator(self) -> "torch.Generator":
+        """A CPU generator seeded with the run's seed."""
         return self.make_generator()
 
     def make_generator(self, offset: int = 0, device: str = "cpu") -> "torch.Generator":
@@ -187,6 +196,7 @@ class RunContext:
 
     @property
     def torch_device(self) -> "torch.device":
+        """``device`` as a ``torch.device``."""
         import torch
 
         return torch.device(self.device)
@@ -250,6 +260,7 @@ class Plugin:
 
     @classmethod
     def summary(cls) -> str:
+        """One line for listings: ``description``, else the class docstring's first line."""
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
@@ -274,6 +285,7 @@ class Distiller(Plugin):
         """
 
     def distill(self, private: Dataset, ipc: int, config: Any, ctx: RunContext) -> Release:
+        """Make a release of ``ipc`` images per class from ``private.train`` (images in [0, 1])."""
         raise NotImplementedError
 
 
@@ -298,10 +310,12 @@ class AuditTarget:
 
     @property
     def members(self) -> Split:
+        """The private training images that fed the release pipeline."""
         return self.dataset.train
 
     @property
     def nonmembers(self) -> Split:
+        """Real images the release pipeline never saw."""
         return self.dataset.nonmembers
 
 
@@ -311,6 +325,7 @@ class Attack(Plugin):
     kind: ClassVar[str] = "attack"
 
     def run(self, target: AuditTarget, config: Any, ctx: RunContext) -> list[ResultRow]:
+        """Attack ``target`` and return its measured numbers, each with its uncertainty."""
         raise NotImplementedError
 
 
@@ -344,6 +359,7 @@ class Metric(Plugin):
         """Raise :class:`MetricUnavailable` if this metric cannot run here."""
 
     def score(self, reference: "torch.Tensor", candidate: "torch.Tensor") -> "torch.Tensor":
+        """One value per image pair: ``candidate[i]`` scored against ``reference[i]``."""
         raise NotImplementedError
 
 
@@ -365,6 +381,7 @@ class ImageScores:
 
     @property
     def available(self) -> bool:
+        """Whether the metric gave values here."""
         return self.values is not None
 
 

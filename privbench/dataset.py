@@ -38,12 +38,14 @@ class Split:
         )
 
     def class_counts(self, num_classes: int) -> list[int]:
+        """Images per class, for classes 0 to ``num_classes - 1``."""
         import torch
 
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
     @staticmethod
     def concat(splits: list["Split"]) -> "Split":
+        """The splits one after another, attributes included."""
         import torch
 
         names = set(splits[0].attributes)
@@ -82,19 +84,23 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
+        """How many classes (the length of ``class_names``)."""
         return len(self.class_names)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """C x H x W of every image."""
         c, h, w = self.train.images.shape[1:]
         return int(c), int(h), int(w)
 
     @property
     def channels(self) -> int:
+        """1 (grayscale) or 3 (RGB)."""
         return self.image_shape[0]
 
     @property
     def attribute_names(self) -> tuple[str, ...]:
+        """The names of the per-image attributes (attribute inference targets)."""
         return tuple(sorted(self.train.attributes))
 
     @property

@@ -88,7 +88,8 @@ def run_distiller(
     seed_everything(ctx.seed)
     warnings_before = len(ctx.warnings)
     started = time.perf_counter()
-    with plugin_failure("distiller", method, record.distribution):
+    with plugin_failure("distiller", method, record.distribution, record.version,
+                        distill_job(dataset, ipc if cls.uses_ipc else None)):
         release = cls().distill(dataset, ipc if cls.uses_ipc else None, config, ctx)
     elapsed = time.perf_counter() - started
     _check_release_output(release, dataset, method)
@@ -134,8 +135,21 @@ def check_distiller_request(registry: Registry, method: str, dataset: Dataset, i
         raise UserError(f"distiller {method!r} needs a positive ipc, got {ipc}")
     if record.cls.uses_ipc:
         check_release_fits(ipc, dataset.num_classes, dataset.image_shape)
-    with plugin_failure("distiller", method, record.distribution):
+    with plugin_failure("distiller", method, record.distribution, record.version,
+                        distill_job(dataset, ipc if record.cls.uses_ipc else None)):
         record.cls().check(dataset, ipc if record.cls.uses_ipc else None, config)
+
+
+def distill_job(dataset: Dataset, ipc: int | None) -> str:
+    """How a failure names a distill job: ``digits ipc=10``."""
+    return dataset.name if ipc is None else f"{dataset.name} ipc={ipc}"
+
+
+def audit_job(target: AuditTarget) -> str:
+    """How a failure names an audit job: ``digits, release dm ipc=10``."""
+    m = target.release.manifest or {}
+    ipc = f" ipc={m['ipc']}" if m.get("ipc") is not None else ""
+    return f"{target.dataset.name}, release {m.get('method') or '?'}{ipc}"
 
 
 def original_release(registry: Registry, dataset: Dataset, ctx: RunContext) -> Release:
@@ -185,7 +199,7 @@ def metric_instances(
     for name in chosen:
         record = registry.record("metric", name)
         config = build_config(record.cls.Config, overrides.get(name), owner=f"metric {name}")
-        with plugin_failure("metric", name, record.distribution):
+        with plugin_failure("metric", name, record.distribution, record.version):
             out[name] = record.cls(config, device)
     return out
 
@@ -225,7 +239,7 @@ def run_attack(
     ctx.settings = {}
     started_at = utcnow()
     t0 = time.perf_counter()
-    with plugin_failure("attack", name, record.distribution):
+    with plugin_failure("attack", name, record.distribution, record.version, audit_job(target)):
         rows = record.cls().run(target, config, ctx)
     elapsed = time.perf_counter() - t0
     if not isinstance(rows, list) or not all(isinstance(r, ResultRow) for r in rows):

@@ -147,11 +147,20 @@ class JobsFailed(UserError):
 
 
 def failure_reason(exc: BaseException) -> str:
-    """One line for a failed piece of work: a :class:`UserError` as it reads, anything else with its type."""
+    """One line for a failed piece of work: a :class:`UserError` or a plugin's failure as it reads, anything else with its type.
+
+    A plugin's failure reads as it does when a single command fails: the
+    plugin, its package and version, the job and the exception.
+    """
+    from privbench.errors import PluginFailure
+
     cause = getattr(exc, "cause", None)  # a Ray task's error carries the exception the task raised
     if isinstance(cause, BaseException) and cause is not exc:
         return failure_reason(cause)
+    reason = getattr(exc, "reason", None)  # already one line (a Ray task that failed on each attempt)
+    if isinstance(reason, str) and reason and hasattr(exc, "attempts"):
+        return reason[:500]
     text = " ".join(str(exc).split())
-    if isinstance(exc, UserError):
+    if isinstance(exc, (UserError, PluginFailure)):
         return text[:500]
     return f"{type(exc).__name__}{': ' + text[:400] if text else ''}"

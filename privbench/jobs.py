@@ -158,8 +158,13 @@ class JobStore:
         """Run ``work(staging_dir)`` and rename the folder into place once it returns."""
         self._publish(job, lambda stage: {"status": "ok", **work(stage)})
 
-    def record_failure(self, job: Job, reason: str, dataset: str, attempts: int = 1) -> None:
-        """A failure record in the job's folder, with one ``runs.parquet`` row saying why."""
+    def record_failure(self, job: Job, reason: str, dataset: str, attempts: int = 1, trace: str = "") -> None:
+        """A failure record in the job's folder, with one ``runs.parquet`` row saying why and ``error.log``.
+
+        ``error.log`` holds the one-line reason and the traceback (``trace``),
+        as a single command's ``privbench-error.log`` does.
+        """
+        from privbench.failures import JOB_ERROR_LOG, log_text, write_log
         from privbench.results import RunInfo, run_record, write_runs
 
         def work(stage: Path) -> dict[str, Any]:
@@ -167,6 +172,7 @@ class JobStore:
                            config=job.identity, seed=job.seed, status="error", error=reason, run_id=job.key,
                            release_method=job.release.method, release_ipc=job.release.ipc, release_seed=job.seed)
             write_runs(stage / "runs.parquet", [run_record(info)])
+            write_log(stage / JOB_ERROR_LOG, log_text(reason, trace or "(no traceback)", f"suite job {job.label}"))
             return {"status": "error", "reason": reason, "attempts": attempts}
 
         self._publish(job, work)

@@ -142,6 +142,7 @@ class TorchvisionClassifier(nn.Module):
 
 
 def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a weights file, loaded without pickle; a file that is none is one :class:`UserError` line."""
     path = Path(weights).expanduser()
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
@@ -158,6 +159,7 @@ def _read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Any, what: str) -> None:
+    """Load ``state`` into ``module`` only if every entry fits; otherwise one :class:`UserError` line naming ``what``."""
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -155,7 +155,7 @@ def check_output_dir(out: Path, force: bool = False, inputs: Iterable[Path | Non
     refuse_overlap([out], inputs)
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"output path {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()) and not _failure_log_only(out):
         if not force:
             raise UserError(f"output directory {out} is not empty; pass --force to replace it")
         if not is_own_dir(out):
@@ -164,6 +164,13 @@ def check_output_dir(out: Path, force: bool = False, inputs: Iterable[Path | Non
     _probe_parent(out)
     remove_stale_staging(out.parent)
     return out
+
+
+def _failure_log_only(out: Path) -> bool:
+    """A folder a failed run left holding only its error log: the next run replaces it without ``--force``."""
+    from privbench.failures import holds_only_failure_log
+
+    return holds_only_failure_log(out)
 
 
 @contextmanager

@@ -276,3 +276,11 @@ def get_registry(strict: bool | None = None, refresh: bool = False) -> Registry:
     if strict:
         _cached.require_clean()
     return _cached
+
+
+def origin(cls: type) -> tuple[str, str]:
+    """(package, version) of a loaded plugin class, for messages; ("", "") when the registry does not know it."""
+    for r in (_cached.records if _cached is not None else []):
+        if r.cls is cls:
+            return r.distribution, r.version
+    return "", ""

@@ -35,9 +35,17 @@ def _format_fields(fields: dict[str, Any]) -> str:
 
 
 class _RichTask:
-    def __init__(self, progress: Progress, task_id: Any):
+    def __init__(self, progress: Progress, task_id: Any, description: str):
         self.progress = progress
         self.task_id = task_id
+        self.description = description
+        self.failed = False
+
+    def fail(self, message: str = "") -> None:
+        """Mark the task failed: it ends in red at the count it reached, never shown complete."""
+        self.failed = True
+        note = f": {message}" if message else ""
+        self.progress.update(self.task_id, description=f"[red]failed[/red] {escape(self.description)}{escape(note)}")
 
     def advance(self, steps: int = 1, **fields: Any) -> None:
         if fields:
@@ -54,6 +62,7 @@ class RichProgress(ProgressReporter):
         self.quiet = quiet
         self._progress: Progress | None = None
         self._depth = 0
+        self._failed_bar = False
 
     def _ensure(self) -> Progress:
         if self._progress is None:
@@ -79,27 +88,42 @@ class RichProgress(ProgressReporter):
         progress = self._ensure()
         self._depth += 1
         task_id = progress.add_task(escape(description), total=total, info="")
+        handle = _RichTask(progress, task_id, description)
         try:
-            yield _RichTask(progress, task_id)
-        except BaseException:
-            # A failed run ends in its one error line: its bars vanish instead of staying on stderr.
-            progress.remove_task(task_id)
+            yield handle
+        except BaseException as exc:
+            # The bar where the failure happened is marked failed; on a terminal it stays above the error
+            # line, the bars around it vanish. In a log or a pipe every bar vanishes: stderr holds one line.
+            first = isinstance(exc, Exception) and not getattr(exc, "_privbench_bar_failed", False)
+            if first:
+                handle.fail()
+                self._failed_bar = True
+                try:
+                    exc._privbench_bar_failed = True  # type: ignore[attr-defined]
+                except AttributeError:  # pragma: no cover - an exception type without a __dict__
+                    pass
+            else:
+                progress.remove_task(task_id)
             self._depth -= 1
             if self._depth == 0:
-                progress.live.transient = True
+                keep = getattr(self, "_failed_bar", False) and self.console.is_terminal
+                progress.live.transient = not keep
                 progress.stop()
                 self._progress = None
+                self._failed_bar = False
             raise
         else:
             # Task ids are not list positions once nested tasks have been removed.
             done = next(t for t in progress.tasks if t.id == task_id)
-            progress.update(task_id, completed=done.total or done.completed)
-            if self._depth > 1:
+            if not handle.failed:
+                progress.update(task_id, completed=done.total or done.completed)
+            if self._depth > 1 and not handle.failed:
                 progress.remove_task(task_id)
             self._depth -= 1
             if self._depth == 0:
                 progress.stop()
                 self._progress = None
+                self._failed_bar = False
 
     @contextmanager
     def worker_rows(self) -> Iterator[Any]:
@@ -135,4 +159,7 @@ class RichProgress(ProgressReporter):
 
 class _QuietTask:
     def advance(self, steps: int = 1, **fields: Any) -> None:
+        pass
+
+    def fail(self, message: str = "") -> None:
         pass

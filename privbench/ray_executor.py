@@ -39,6 +39,7 @@ class TaskFailed(Exception):
 
     def __init__(self, reason: str, attempts: int):
         super().__init__(reason)
+        self.reason = reason
         self.attempts = attempts
 
 

@@ -97,6 +97,7 @@ class ResultRow:
         cls, measure: str, reason: str, *, higher_is_better: bool | None = None, subset: str = "all",
         game: str | None = None,
     ) -> "ResultRow":
+        """A number that cannot be computed here (missing weights, say): no value, and the reason."""
         return cls(measure, None, None, None, 0, higher_is_better, subset, "unavailable", {"reason": reason},
                    game)
 

@@ -3,17 +3,22 @@
 The same loop drives every executor. A job is submitted once the distill job
 it reads has finished; up to ``executor.capacity`` jobs are in flight. A job
 that fails (a plugin's error, a worker that died and died again on its retry)
-gets a failure record in its folder and a row in ``runs.parquet``; the jobs
+gets a failure record in its folder (with its traceback in ``error.log``) and
+a row in ``runs.parquet``; the jobs
 that read its release are not run, and every other job still is. The job
 store alone writes ``OUT/jobs/``, so a job folder is always complete or absent.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
+from rich.markup import escape
+
 from privbench.executors import failure_reason
+from privbench.failures import JOB_ERROR_LOG, debug_enabled, failure_trace
 
 
 def run_jobs(jobs: list[Any], store: Any, executor: Any, run: Any, suite_name: str, console: Any) -> dict[str, Any]:
@@ -53,19 +58,33 @@ def run_jobs(jobs: list[Any], store: Any, executor: Any, run: Any, suite_name: s
                     store.complete(job, work)
                 except Exception as exc:  # noqa: BLE001 - one job's failure must not stop the others
                     reason = failure_reason(exc)
+                    trace = failure_trace(exc)
                     store.record_failure(job, reason, dataset=_dataset_name(run, job),
-                                         attempts=getattr(exc, "attempts", 1))
+                                         attempts=getattr(exc, "attempts", 1), trace=trace)
                     failed_keys.add(job.key)
                     stats["failed"].append((job.label, reason))
-                    console.print(f"[red]failed[/] {job.label}: {reason}", soft_wrap=True)
+                    if debug_enabled():
+                        print(trace.rstrip(), file=sys.stderr, flush=True)
+                    log = store.path(job.key) / JOB_ERROR_LOG
+                    console.print(f"[red]failed[/] {escape(job.label)}: {escape(reason)} (traceback in "
+                                  f"{escape(str(log))})", soft_wrap=True)
                     bar.advance(1, job="failed")
                     continue
                 stats["ran"] += 1
                 if not quiet:
                     console.print(f"[green]done[/] {job.label} ({time.perf_counter() - t0:.1f} s)")
                 bar.advance(1)
+        if stats["failed"]:
+            _mark_failed(bar, f"{len(stats['failed'])} of {len(jobs)} jobs failed")
     stats["not_run"] += [job.label for job in pending]
     return stats
+
+
+def _mark_failed(bar: Any, message: str) -> None:
+    """The suite's bar ends marked failed, not complete, where the display can mark it."""
+    fail = getattr(bar, "fail", None)
+    if callable(fail):
+        fail(message)
 
 
 def _dataset_name(run: Any, job: Any) -> str:

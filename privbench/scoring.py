@@ -82,6 +82,8 @@ def score_images(
     names: tuple[str, str] = ("reference", "candidate"),
 ) -> dict[str, ImageScores]:
     """Every metric on every pair; see :func:`privbench.api.score_images`."""
+    from privbench.plugins import origin
+
     reference, candidate = check_pair(reference, candidate, names)
     n = int(reference.shape[0])
     out: dict[str, ImageScores] = {}
@@ -91,7 +93,7 @@ def score_images(
             higher = bool(metric.higher_is_better)
             started = time.perf_counter()
             try:
-                with plugin_failure("metric", name, keep=(MetricUnavailable,)):
+                with plugin_failure("metric", name, *origin(type(metric)), keep=(MetricUnavailable,)):
                     metric.check_available()
                     values = _check_output(metric.score(reference, candidate), name, n)
             except MetricUnavailable as exc:

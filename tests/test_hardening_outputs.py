@@ -169,8 +169,13 @@ def test_a_plugin_that_raises_is_one_line_naming_it(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(RandomSubset, "distill", boom)
     out = tmp_path / "out"
     result = cli("distill", "--data", "digits", "--out", out, *FAST)
-    assert_one_line_error(result, "distiller plugin 'random'", "RuntimeError", "shape mismatch")
-    assert not out.exists() and _leftovers(tmp_path) == []
+    assert result.code == 3, result.err  # a plugin failed: not bad input
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.err, result.err
+    assert "distiller 'random' (privbench " in lines[0] and "RuntimeError: shape mismatch" in lines[0], lines[0]
+    # Only the error log is left, in a folder privbench marks as its own; no staging folder.
+    assert sorted(p.name for p in out.iterdir()) == [".privbench-output.json", "privbench-error.log"]
+    assert _leftovers(tmp_path) == []
 
 
 def test_out_of_memory_is_one_line(cli, tmp_path, monkeypatch):

@@ -2,7 +2,10 @@
 
 ``main`` turns every :class:`~privbench.errors.UserError` (bad input, unknown
 plugin, unusable file) and every usage error into one line on stderr and exit
-code 2; only bugs keep their traceback. Heavy libraries (torch and friends) are
+code 2, and a plugin that raised (:class:`~privbench.errors.PluginFailure`)
+into one line and exit code 3, its traceback in a log file
+(:mod:`privbench.failures`) and, with ``--debug``, on stderr; only bugs of
+privbench itself keep their traceback. Heavy libraries (torch and friends) are
 imported inside the commands that need them, so ``--help`` and ``plugins``
 answer quickly.
 """
@@ -15,7 +18,9 @@ import sys
 import click
 
 import privbench
-from privbench.errors import UserError
+from privbench.errors import PluginFailure, UserError
+from privbench.errors import out_of_memory as _out_of_memory
+from privbench.failures import ENV_DEBUG, set_debug
 from privbench.plugins import ENV_STRICT, get_registry, truthy
 
 
@@ -27,8 +32,14 @@ from privbench.plugins import ENV_STRICT, get_registry, truthy
     default=False,
     help=f"Exit 2 if any plugin fails to load or gives a warning (or set {ENV_STRICT}=1).",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    default=False,
+    help=f"Print the traceback of a failed plugin to stderr too (or set {ENV_DEBUG}=1); it is always in the log file.",
+)
 @click.pass_context
-def cli(ctx: click.Context, strict_plugins: bool) -> None:
+def cli(ctx: click.Context, strict_plugins: bool, debug: bool) -> None:
     """privbench: distil image datasets and audit what a release gives away.
 
     \b
@@ -39,7 +50,8 @@ def cli(ctx: click.Context, strict_plugins: bool) -> None:
       privbench plugins                               what is installed
     """
     strict = strict_plugins or truthy(os.environ.get(ENV_STRICT))
-    ctx.obj = {"strict": strict}
+    set_debug(debug)
+    ctx.obj = {"strict": strict, "debug": debug}
     if strict:
         get_registry(strict=True)
 
@@ -91,17 +103,25 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, CUDA's OutOfMemoryError, and the CPU allocator's RuntimeError."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in str(exc) or "out of memory" in str(exc))
+def _plugin_failed(exc: PluginFailure, argv: list[str] | None) -> None:
+    """One line naming the plugin, package, job and exception, and where the traceback went; exit 3."""
+    from privbench.failures import debug_enabled, failure_trace, write_command_log
+
+    trace = failure_trace(exc)
+    args = sys.argv[1:] if argv is None else argv
+    where = write_command_log(getattr(exc, "log_folder", None), exc.message, trace,
+                              "privbench " + " ".join(str(a) for a in args))
+    if debug_enabled():
+        click.echo(trace.rstrip(), err=True)
+    note = f"traceback in {where}" if where is not None else "no log file could be written; rerun with --debug"
+    _fail(f"{exc.message} ({note})", exc.exit_code)
 
 
 def main(argv: list[str] | None = None) -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _on_sigterm)
+    set_debug(False)
     _add_builtin_commands()
     _register_plugin_commands()
     try:
@@ -117,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message() + hint, exc.exit_code)
     except UserError as exc:
         _fail(str(exc), exc.exit_code)
+    except PluginFailure as exc:
+        _plugin_failed(exc, argv)
     except Terminated:
         _fail("terminated; finished work is kept, rerun to resume", 143)
     except KeyboardInterrupt:

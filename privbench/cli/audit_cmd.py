@@ -47,6 +47,8 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
 
     Options go to one attack each: --set mia.shadows=8 --set autoencoder.epochs=5.
     With --executor ray, an attack's shadow pipelines and canary runs are Ray tasks.
+    If a plugin raises, OUT holds only privbench-error.log (its traceback) and the
+    command exits with code 3.
     """
     from privbench.config import build_config, parse_set_options, split_scoped
     from privbench.data import load_dataset
@@ -73,11 +75,14 @@ def command(ctx, data_spec, release_arg, attacks, metrics, out_dir, set_items, s
     dataset = load_dataset(data_spec, cache_dir=cache_dir)
     from privbench.executors import make_executor
 
+    from privbench.failures import log_failures_in
+
     runner = make_executor(options)
     try:
-        runner.share(dataset)
-        _audit(registry, dataset, runner, names, configs, metrics, out_dir, inputs, release_arg, device, seed, force,
-               quiet, cache_dir, show_private_images)
+        with log_failures_in(out_dir):  # a plugin's traceback goes to OUT/privbench-error.log
+            runner.share(dataset)
+            _audit(registry, dataset, runner, names, configs, metrics, out_dir, inputs, release_arg, device, seed,
+                   force, quiet, cache_dir, show_private_images)
     finally:
         runner.close()
 

@@ -73,16 +73,13 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
                         data's spec and fingerprint: never share this file
     OUT/preview.png     the released images, one row per class
     OUT/results.parquet utility scores (with --evaluate)
+
+    If the distiller raises, OUT holds only privbench-error.log (its traceback)
+    and the command exits with code 3.
     """
     from privbench.config import build_config, parse_set_options
-    from privbench.data import load_dataset
-    from privbench.engine import run_distiller
     from privbench.errors import UserError
-    from privbench.imaging import release_preview
-    from privbench.limits import check_release_fits
-    from privbench.outputs import check_output_dir, refuse_overlap, staged_output_dir
-    from privbench.releases import save_release
-    from privbench.results import result_records, run_record, write_results, write_runs
+    from privbench.outputs import check_output_dir, refuse_overlap
 
     registry = registry_from(ctx)
     cls = registry.get("distiller", method)
@@ -107,6 +104,24 @@ def command(ctx, data_spec, method, ipc, out_dir, set_items, evaluate, eval_mode
     if cache_dir is not None:
         refuse_overlap([cache_dir], inputs)
 
+    from privbench.failures import log_failures_in
+
+    with log_failures_in(out_dir):  # a plugin's traceback goes to OUT/privbench-error.log
+        _distill(registry, method, data_spec, ipc, out_dir, overrides, evaluate, eval_models, eval_seeds,
+                 utility_config, device, seed, force, quiet, cache_dir, inputs)
+
+
+def _distill(registry, method, data_spec, ipc, out_dir, overrides, evaluate, eval_models, eval_seeds, utility_config,
+             device, seed, force, quiet, cache_dir, inputs) -> None:
+    from privbench.data import load_dataset
+    from privbench.engine import run_distiller
+    from privbench.imaging import release_preview
+    from privbench.limits import check_release_fits
+    from privbench.outputs import staged_output_dir
+    from privbench.releases import save_release
+    from privbench.results import result_records, run_record, write_results, write_runs
+
+    cls = registry.get("distiller", method)
     dataset = load_dataset(data_spec, cache_dir=cache_dir)
     if cls.uses_ipc:
         check_release_fits(ipc, dataset.num_classes, dataset.image_shape, f"--ipc {ipc} ({ipc * dataset.num_classes} images)")

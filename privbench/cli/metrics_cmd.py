@@ -99,7 +99,7 @@ def command(ctx, reference, candidate, metric_names, out_file, force, pair_by_or
     from privbench.cli.metrics_inputs import load_pair
     from privbench.config import config_to_dict, parse_set_options, split_scoped
     from privbench.engine import metric_instances, release_columns, resolve_device
-    from privbench.errors import UserError
+    from privbench.errors import UserError, failure_job
     from privbench.progress import RichProgress
     from privbench.results import RunInfo, new_run_id, result_records, utcnow, write_results
     from privbench.scoring import score_images
@@ -117,8 +117,9 @@ def command(ctx, reference, candidate, metric_names, out_file, force, pair_by_or
 
     ref, cand = load_pair(reference, candidate, pair_by_order=pair_by_order)
     started_at = utcnow()
-    scores = score_images(metrics, ref.images, cand.images, progress=RichProgress(quiet=quiet),
-                          names=("REF", "CAND"))
+    with failure_job(f"{candidate} against {reference}"):
+        scores = score_images(metrics, ref.images, cand.images, progress=RichProgress(quiet=quiet),
+                              names=("REF", "CAND"))
     rows = summarise_scores(scores, MEASURE_PREFIX, resamples=resamples, seed=seed)
     if not any(r.status == "ok" for r in rows):
         reasons = "; ".join(f"{name}: {s.reason}" for name, s in scores.items())

@@ -90,5 +90,5 @@ def command(ctx, suite, out_dir, data_specs, fresh, show_private_images, no_repo
     if stats["failed"]:
         names = "; ".join(f"{label} ({reason})" for label, reason in stats["failed"])
         skipped = f"; {len(stats['not_run'])} job(s) that read their releases did not run" if stats["not_run"] else ""
-        raise JobsFailed(f"{len(stats['failed'])} of {stats['jobs']} jobs failed: {names}{skipped}; their records are "
-                         f"in {out_dir / 'jobs'} and a rerun retries them")
+        raise JobsFailed(f"{len(stats['failed'])} of {stats['jobs']} jobs failed: {names}{skipped}; their records and "
+                         f"tracebacks (error.log) are in {out_dir / 'jobs'} and a rerun retries them")

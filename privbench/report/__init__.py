@@ -256,6 +256,19 @@ def _all_results_section(records: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _failures_box(runs: list[dict[str, Any]]) -> str:
+    """The jobs that failed, first on the page: their results are missing from every table below."""
+    failed = [r for r in runs if r.get("status") == "error"]
+    if not failed:
+        return ""
+    items = "".join(f"<li><b>{H.esc(r.get('job') or '?')}</b>: {H.esc(r.get('error') or 'no reason recorded')}"
+                    + (f" <small>(traceback: jobs/{H.esc(r['run_id'])}/error.log)</small>" if r.get("run_id") else "")
+                    + "</li>" for r in failed)
+    return (f"<div class='failed'><b>{len(failed)} job{'s' if len(failed) > 1 else ''} failed</b>: their results "
+            f"are missing below, and so are those of the jobs that read a failed job's release. A rerun of the "
+            f"suite retries them.<ul>{items}</ul></div>")
+
+
 def _settings_section(runs: list[dict[str, Any]]) -> str:
     if not runs:
         return ""
@@ -319,6 +332,7 @@ def _write_report(records: list[dict[str, Any]], runs: list[dict[str, Any]], out
              f"<p class='meta'>{len(records)} results from {len(runs) or '?'} runs; device(s): "
              f"{H.esc(', '.join(devices) or 'unknown')}; written {created}. Every number is a mean with its 95% "
              f"confidence interval in brackets; hover a cell for its n.</p>"]
+    parts.append(_failures_box(runs))
     parts.append("<h2>Summary</h2>")
     for dataset, lines in dataset_summaries(records).items():
         parts.append(f"<h3>{H.esc(dataset)}</h3><ul class='summary'>"

@@ -27,6 +27,7 @@ figure img { max-width: 100%; border: 1px solid #e5e8ee; }
 figcaption { font-size: 0.82rem; color: #5a6475; max-width: 34rem; }
 ul.summary li { margin-bottom: 0.35rem; }
 details { margin: 0.4rem 0; } summary { cursor: pointer; color: #2a4f8f; }
+.failed { background: #fdecec; border: 1px solid #e7a9a9; padding: 0.5rem 0.8rem; margin: 1rem 0; font-size: 0.9rem; }
 .private { background: #fff7e6; border: 1px solid #f0d9a8; padding: 0.5rem 0.8rem; font-size: 0.85rem; }
 """
 
