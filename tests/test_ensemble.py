@@ -73,13 +73,24 @@ def test_what_vmap_cannot_take_trains_sequentially_and_exactly_as_before(digits)
 def test_utility_scores_are_the_same_with_and_without_the_ensemble(digits):
     release = Release(digits.train.images[:60], digits.train.labels[:60], {"method": "t"})
     rows = {}
-    for ensemble in (True, False):
+    for ensemble in ("on", "off"):
         config = UtilityConfig(epochs=3, width=8, ensemble=ensemble)
         [(info, result)] = evaluate_release(release, digits, models=["convnet"], seeds=3, config=config,
                                             ctx=RunContext(seed=5))
         rows[ensemble] = {r.measure: r for r in result}
-        assert info.config["options"]["ensemble"] is ensemble
-    for measure, row in rows[True].items():
-        other = rows[False][measure]
+        assert info.config["options"]["ensemble"] == ensemble
+    for measure, row in rows["on"].items():
+        other = rows["off"][measure]
         assert row.n == other.n == 3
         assert row.detail["per_seed"] == pytest.approx(other.detail["per_seed"], abs=1e-6), measure
+
+
+def test_auto_trains_a_small_release_on_a_cpu_one_seed_at_a_time(digits):
+    small = Release(digits.train.images[:30], digits.train.labels[:30], {"method": "t"})
+    ctx = RunContext()
+    auto = train_seeds(small, digits, "convnet", [1, 2], UtilityConfig(epochs=2, width=8), ctx)
+    off = train_seeds(small, digits, "convnet", [1, 2], UtilityConfig(epochs=2, width=8, ensemble="off"), ctx)
+    on = train_seeds(small, digits, "convnet", [1, 2], UtilityConfig(epochs=2, width=8, ensemble="on"), ctx)
+    for a, b, c in zip(auto, off, on):
+        assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+        assert all(torch.allclose(p, q, atol=2e-5) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
