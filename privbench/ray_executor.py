@@ -237,11 +237,12 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ cluster
     def _connect(self) -> None:
+        if self.options.address:
+            probe_address(self.options.address)
         if ray.is_initialized():
             return
         kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False, "include_dashboard": False}
         if self.options.address:
-            probe_address(self.options.address)
             kwargs.pop("include_dashboard")
             kwargs["address"] = self.options.address
         else:

@@ -237,7 +237,10 @@ def test_a_failure_under_progress_bars_is_still_one_line(cli, tmp_path, monkeypa
     monkeypatch.setattr(utility, "evaluate_release", exhausted)
     result = cli("distill", "--data", "digits", "--method", "random", "--ipc", "1", "--eval-seeds", "1",
                  "--out", tmp_path / "o")
-    assert_one_line_error(result, "out of memory", "36000000000000")
+    # The evaluation's cost, said before any work, then the failure as one line.
+    notice, *rest = result.err.strip().splitlines()
+    assert notice.startswith("utility evaluation:") and result.code == 2
+    assert len(rest) == 1 and "out of memory" in rest[0] and "36000000000000" in rest[0]
     assert not (tmp_path / "o").exists()
 
 

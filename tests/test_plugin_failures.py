@@ -1,6 +1,6 @@
 """A plugin that raises while it works: one line naming it, its package, the job and the error; exit 3; a log.
 
-The fake package ``fake-broken`` (version 0.1) holds a distiller that raises in
+The fake package ``fake-failing`` (version 0.1) holds a distiller that raises in
 ``distill``, an attack that raises in ``run``, an attack that scores with the
 metrics it is given, and a metric that raises in ``score``.
 """
@@ -108,10 +108,10 @@ NO_EVAL = ["--no-evaluate", "-q"]
 
 @pytest.fixture
 def broken(tmp_path, monkeypatch):
-    site = make_distribution(tmp_path / "site", "fake-broken", "fake_broken", BROKEN, {"fake_broken": "fake_broken"},
+    site = make_distribution(tmp_path / "site", "fake-failing", "fake_failing", BROKEN, {"fake_failing": "fake_failing"},
                              version="0.1")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-broken")
+    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-failing")
     monkeypatch.delenv("PRIVBENCH_DEBUG", raising=False)
     monkeypatch.delenv("PRIVBENCH_TRACEBACK", raising=False)
 
@@ -137,13 +137,13 @@ def _log_named_in(line: str):
 def test_a_distiller_that_raises_is_one_line_exit_3_and_a_log(cli, tmp_path, broken):
     out = tmp_path / "rel"
     result = cli("distill", "--data", "digits", "--method", "failing", "--ipc", "2", "--out", out, *NO_EVAL)
-    line = assert_plugin_failure(result, "distiller 'failing' (fake-broken 0.1) failed on digits ipc=2: "
+    line = assert_plugin_failure(result, "distiller 'failing' (fake-failing 0.1) failed on digits ipc=2: "
                                          "ValueError: centroids did not converge")
     log = out / "privbench-error.log"
     assert _log_named_in(line) == log
     text = log.read_text()
     assert text.startswith("# privbench error log") and "Traceback (most recent call last)" in text
-    assert "fake_broken.py" in text and 'raise ValueError("centroids did not converge")' in text
+    assert "fake_failing.py" in text and 'raise ValueError("centroids did not converge")' in text
     assert sorted(p.name for p in out.iterdir()) == [".privbench-output.json", "privbench-error.log"]
 
     # The next run needs no --force: the folder holds only privbench's log, which it replaces.
@@ -156,9 +156,9 @@ def test_debug_prints_the_traceback_too(cli, tmp_path, broken):
     out = tmp_path / "rel"
     result = cli("--debug", "distill", "--data", "digits", "--method", "failing", "--ipc", "2", "--out", out, *NO_EVAL)
     assert result.code == 3
-    assert "Traceback (most recent call last)" in result.err and "fake_broken.py" in result.err
+    assert "Traceback (most recent call last)" in result.err and "fake_failing.py" in result.err
     last = result.err.strip().splitlines()[-1]
-    assert last.startswith("privbench: error: distiller 'failing' (fake-broken 0.1)"), last
+    assert last.startswith("privbench: error: distiller 'failing' (fake-failing 0.1)"), last
     assert "ValueError" in (out / "privbench-error.log").read_text()
     # The flag holds for that one command only.
     plain = cli("distill", "--data", "digits", "--method", "failing", "--ipc", "2", "--out", out, *NO_EVAL)
@@ -196,7 +196,7 @@ def test_an_earlier_release_is_kept_and_the_log_goes_to_the_cache(cli, tmp_path,
 def test_an_attack_that_raises_in_run(cli, tmp_path, broken):
     out = tmp_path / "audit"
     result = cli("audit", "--data", "digits", "--release", "original", "--attack", "crashing", "--out", out, "-q")
-    line = assert_plugin_failure(result, "attack 'crashing' (fake-broken 0.1) failed on digits, release original: "
+    line = assert_plugin_failure(result, "attack 'crashing' (fake-failing 0.1) failed on digits, release original: "
                                          "KeyError: 'logits'")
     assert _log_named_in(line) == out / "privbench-error.log"
     assert 'raise KeyError("logits")' in (out / "privbench-error.log").read_text()
@@ -206,7 +206,7 @@ def test_a_metric_that_raises_in_score_inside_an_attack(cli, tmp_path, broken):
     out = tmp_path / "audit"
     result = cli("audit", "--data", "digits", "--release", "original", "--attack", "scoring", "--metric", "exploding",
                  "--out", out, "-q")
-    line = assert_plugin_failure(result, "metric 'exploding' (fake-broken 0.1) failed on digits, release original "
+    line = assert_plugin_failure(result, "metric 'exploding' (fake-failing 0.1) failed on digits, release original "
                                          "(in attack 'scoring'): ZeroDivisionError: empty histogram")
     assert 'raise ZeroDivisionError("empty histogram")' in _log_named_in(line).read_text()
 
@@ -215,7 +215,7 @@ def test_a_metric_that_raises_in_score_via_the_metrics_command(cli, tmp_path, br
     ref = tmp_path / "ref.npz"
     np.savez(ref, images=np.random.default_rng(0).integers(0, 256, size=(4, 8, 8), dtype=np.uint8))
     result = cli("metrics", ref, ref, "--metric", "exploding", "-q")
-    line = assert_plugin_failure(result, "metric 'exploding' (fake-broken 0.1) failed on", "ZeroDivisionError")
+    line = assert_plugin_failure(result, "metric 'exploding' (fake-failing 0.1) failed on", "ZeroDivisionError")
     log = _log_named_in(line)
     assert log.parent.name == "logs" and "empty histogram" in log.read_text()  # no output folder: the cache's logs
 
@@ -227,7 +227,7 @@ def test_a_suite_finishes_the_other_jobs_and_its_report_lists_the_failure(cli, t
     result = cli("run", suite, "--out", out, "-q")
     lines = result.err.strip().splitlines()
     assert result.code == 3 and len(lines) == 1 and "1 of 4 jobs failed" in lines[0], result.err
-    reason = "distiller 'failing' (fake-broken 0.1) failed on digits ipc=2: ValueError: centroids did not converge"
+    reason = "distiller 'failing' (fake-failing 0.1) failed on digits ipc=2: ValueError: centroids did not converge"
     assert reason in lines[0] and "error.log" in lines[0]
     runs = pq.read_table(out / "runs.parquet").to_pylist()
     failed = [r for r in runs if r["status"] == "error"]
