@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -48,7 +49,12 @@ def assert_one_line_error(result: CliResult, *needles: str) -> None:
 
 def make_distribution(root: Path, dist: str, module: str, source: str, entry_points: dict[str, str],
                       version: str = "1.0") -> Path:
-    """Write an installed-looking distribution (module + .dist-info with entry points) under ``root``."""
+    """Write an installed-looking distribution (module + .dist-info with entry points) under ``root``.
+
+    A module of the same name imported by an earlier test is evicted, so this test loads its own source.
+    """
+    sys.modules.pop(module, None)
+    importlib.invalidate_caches()
     root.mkdir(parents=True, exist_ok=True)
     (root / f"{module}.py").write_text(textwrap.dedent(source))
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"

@@ -247,10 +247,10 @@ def test_a_killed_worker_leaves_no_torn_job_and_a_rerun_completes(tmp_path):
 
 def test_a_failing_job_is_recorded_while_the_others_run_and_a_rerun_retries_it(cli, tmp_path, monkeypatch):
     """The serial executor: the failure in the tables and the store, exit 3 in one line; the rest finished."""
-    site = make_distribution(tmp_path / "site", "fake-failing", "fake_failing", FAILING,
-                             {"fake_failing": "fake_failing"})
+    site = make_distribution(tmp_path / "site", "fake-failing-job", "fake_failing_job", FAILING,
+                             {"fake_failing_job": "fake_failing_job"})
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-failing")
+    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-failing-job")
     suite = tmp_path / "failing.toml"
     suite.write_text(CRASH_SUITE.replace("crashing", "failing") + UTILITY)
     out = tmp_path / "out"
