@@ -30,7 +30,7 @@ PUBLIC: dict[str, tuple[str, ...] | None] = {
                            "ON_DEVICE_LIMIT"),
     "privbench.nets": ("make_model", "ConvNet", "channel_stats", "read_state_dict", "load_strict", "MODELS"),
     "privbench.augment": ("DSA", "AugParams", "parse_strategy", "DEFAULT_STRATEGY"),
-    "privbench.utility": ("train_on_release", "UtilityConfig", "resolve_weights"),
+    "privbench.utility": ("train_on_release", "train_on_releases", "UtilityConfig", "resolve_weights"),
     "privbench.testing": ("tiny_dataset", "check_plugin", "distill", "attack"),
 }
 """Module -> its public names, in the order the page lists them."""

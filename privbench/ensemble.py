@@ -44,29 +44,39 @@ def can_ensemble(models: Sequence[nn.Module]) -> bool:
 
 def train_ensemble(
     models: Sequence[nn.Module],
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: torch.Tensor | Sequence[torch.Tensor],
+    labels: torch.Tensor | Sequence[torch.Tensor],
     config: TrainConfig,
     ctx: RunContext,
     *,
     generators: Sequence[torch.Generator],
     progress_label: str | None = None,
 ) -> list[nn.Module]:
-    """Train ``models`` (generator k for model k) on the same images; return them in eval mode.
+    """Train ``models`` (generator k for model k); return them in eval mode.
 
-    Equivalent to ``[train_classifier(m, images, labels, config, ctx, generator=g) for m, g in ...]``
-    up to float rounding; refuses models :func:`can_ensemble` rejects.
+    ``images`` and ``labels`` are one set every model trains on (the seeds of
+    a utility score) or one set per model, all of one shape (the target models
+    of shadow pipelines, each on its own release). Equivalent to
+    ``[train_classifier(m, x, y, config, ctx, generator=g) for ...]`` up to
+    float rounding; refuses models :func:`can_ensemble` rejects.
     """
     from torch.func import functional_call, stack_module_state, vmap
 
-    check_inputs(images, labels)
-    if len(models) != len(generators):
-        raise UserError(f"{len(models)} models need as many generators, got {len(generators)}")
+    k = len(models)
+    image_sets = [images] * k if isinstance(images, torch.Tensor) else list(images)
+    label_sets = [labels] * k if isinstance(labels, torch.Tensor) else list(labels)
+    if len(generators) != k or len(image_sets) != k or len(label_sets) != k:
+        raise UserError(f"{k} models need as many generators and training sets, got {len(generators)} and "
+                        f"{len(image_sets)}")
+    for x, y in zip(image_sets, label_sets):
+        check_inputs(x, y)
+    if any(x.shape != image_sets[0].shape for x in image_sets):
+        raise UserError("the models of an ensemble train on sets of one shape, got "
+                        f"{sorted({tuple(x.shape) for x in image_sets})}")
     if not can_ensemble(models):
         raise UserError("an ensemble needs two or more ConvNets of one shape without batch norm")
     device = ctx.torch_device
     models = [m.to(device).train() for m in models]
-    k = len(models)
     params, buffers = stack_module_state(list(models))
     skeleton = copy.deepcopy(models[0]).to("meta")
 
@@ -74,9 +84,12 @@ def train_ensemble(
         return functional_call(skeleton, (p, b), (x,))
 
     batched_forward = vmap(forward)
-    x_all = stage(images.detach().float(), device)
-    y_all = stage(labels.detach().long(), device)
-    n = x_all.shape[0]
+    staged: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # one copy of a set models share
+    for x, y in zip(image_sets, label_sets):
+        if (id(x), id(y)) not in staged:
+            staged[id(x), id(y)] = (stage(x.detach().float(), device), stage(y.detach().long(), device))
+    data = [staged[id(x), id(y)] for x, y in zip(image_sets, label_sets)]
+    n = image_sets[0].shape[0]
     augmenters = [make_dsa(config, m) for m in models]
     optimizer, schedule = protocol_optimizer(list(params.values()), config)
     label = progress_label or f"training {k} x {type(models[0]).__name__}"
@@ -87,7 +100,7 @@ def train_ensemble(
             correct = torch.zeros((), device=device, dtype=torch.long)
             for start in range(0, n, config.batch_size):
                 xs, ys = [], []
-                for order, dsa, g in zip(orders, augmenters, generators):
+                for order, dsa, g, (x_all, y_all) in zip(orders, augmenters, generators, data):
                     idx = order[start : start + config.batch_size]
                     x = x_all[idx.to(x_all.device)].to(device, non_blocking=True)
                     xs.append(dsa(x, g, per_sample=True) if dsa is not None else x)

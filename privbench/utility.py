@@ -183,24 +183,57 @@ def train_seeds(
 ) -> list:
     """One classifier per seed, as :func:`train_on_release` trains it; as one ensemble when
     ``config.ensemble`` allows (same initialisation and data order per seed, up to float rounding)."""
+    return train_on_releases([release] * len(seeds), dataset, model_name, seeds, config, ctx,
+                             progress_label=f"{model_name.lower()} seeds {seeds[0]}-{seeds[-1]}" if seeds else None)
+
+
+def trains_together(config: UtilityConfig, images: int, ctx: RunContext) -> bool:
+    """Whether ``config.ensemble`` asks for one ensemble on this device for releases of ``images`` images."""
+    return config.ensemble == "on" or (
+        config.ensemble == "auto" and (ctx.torch_device.type != "cpu" or images >= CPU_ENSEMBLE_MIN_IMAGES))
+
+
+def train_on_releases(
+    releases: list[Release],
+    dataset: Dataset | list[Dataset],
+    model_name: str,
+    seeds: list[int],
+    config: UtilityConfig | None,
+    ctx: RunContext,
+    *,
+    progress_label: str | None = None,
+) -> list:
+    """Classifier k trained on ``releases[k]`` with seed ``seeds[k]``, as :func:`train_on_release` trains it.
+
+    ``dataset`` is the data every release was made from, or one per release
+    (shadow pipelines, each with its own private set). Releases of one shape
+    (the seeds of a utility score, the shadow releases of an audit) train as one ensemble when ``config.ensemble`` allows, with
+    the same initialisation and data order per model (up to float rounding).
+    """
     from privbench.ensemble import can_ensemble, train_ensemble
 
     config = config or UtilityConfig()
     check_models([model_name])
-    _check_release(release, dataset)
+    datasets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset] * len(releases)
+    if not len(releases) == len(seeds) == len(datasets):
+        raise UserError(f"{len(releases)} releases need as many seeds and datasets, got {len(seeds)} and "
+                        f"{len(datasets)}")
+    for release, data in zip(releases, datasets):
+        _check_release(release, data)
     key = model_name.lower()
-    fresh = [_fresh_classifier(release, dataset, key, seed, config) for seed in seeds]
+    fresh = [_fresh_classifier(release, data, key, seed, config)
+             for release, data, seed in zip(releases, datasets, seeds)]
     models = [model for model, _ in fresh]
     train = config.train_config()
-    together = config.ensemble == "on" or (
-        config.ensemble == "auto" and (ctx.torch_device.type != "cpu" or len(release) >= CPU_ENSEMBLE_MIN_IMAGES))
-    if together and can_ensemble(models):
-        return train_ensemble(models, release.images, release.labels, train, ctx,
-                              generators=[g for _, g in fresh], progress_label=f"{key} seeds {seeds[0]}-{seeds[-1]}")
+    one_shape = all(r.images.shape == releases[0].images.shape for r in releases)
+    if one_shape and trains_together(config, len(releases[0]), ctx) and can_ensemble(models):
+        return train_ensemble(models, [r.images for r in releases], [r.labels for r in releases], train, ctx,
+                              generators=[g for _, g in fresh],
+                              progress_label=progress_label or f"{key} x {len(models)}")
     return [
         train_classifier(model, release.images, release.labels, train, ctx, generator=g,
                          progress_label=f"{key} seed {seed}")
-        for (model, g), seed in zip(fresh, seeds)
+        for (model, g), release, seed in zip(fresh, releases, seeds)
     ]
 
 

@@ -94,3 +94,41 @@ def test_auto_trains_a_small_release_on_a_cpu_one_seed_at_a_time(digits):
     for a, b, c in zip(auto, off, on):
         assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
         assert all(torch.allclose(p, q, atol=2e-5) for p, q in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_models_on_their_own_sets_of_one_shape_equal_their_sequential_trainings(digits):
+    """The shadow case: model k trains on set k (one shape), as it would alone."""
+    sets = [(digits.train.images[i * 40:(i + 1) * 40], digits.train.labels[i * 40:(i + 1) * 40]) for i in range(3)]
+    config = TrainConfig(epochs=3, batch_size=16)
+    ctx = RunContext()
+    alone = [train_classifier(m, x, y, config, ctx, generator=g)
+             for m, g, (x, y) in zip(_models(3), _generators(3), sets)]
+    together = train_ensemble(_models(3), [x for x, _ in sets], [y for _, y in sets], config, ctx,
+                              generators=_generators(3))
+    for a, b in zip(alone, together):
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(p, q, atol=2e-5, rtol=1e-4), name
+    # Each model saw its own set: trained on one shared set instead, the first model comes out different.
+    shared = train_ensemble(_models(3), sets[1][0], sets[1][1], config, ctx, generators=_generators(3))
+    assert not torch.allclose(shared[0].classifier.weight, together[0].classifier.weight, atol=1e-3)
+    with pytest.raises(UserError, match="of one shape"):
+        train_ensemble(_models(2), [sets[0][0], sets[1][0][:20]], [sets[0][1], sets[1][1][:20]], config, ctx,
+                       generators=_generators(2))
+
+
+def test_shadow_models_of_one_shape_train_together_and_equal_their_own_trainings(digits):
+    from privbench_builtins.attacks._common import TargetSpec, shadow_models
+
+    releases = [Release(digits.train.images[i * 50:(i + 1) * 50], digits.train.labels[i * 50:(i + 1) * 50],
+                        {"method": "t"}) for i in range(3)]
+    releases.append(Release(digits.train.images[:30], digits.train.labels[:30], {"method": "t"}))  # another shape
+    spec = TargetSpec(epochs=2, width=8, depth=2)
+    ctx = RunContext()
+    on = shadow_models(releases, [digits] * 4, spec, [11, 12, 13, 14], ctx, ensemble="on")
+    off = shadow_models(releases, [digits] * 4, spec, [11, 12, 13, 14], ctx, ensemble="off")
+    for a, b in zip(on, off):
+        assert all(torch.allclose(p, q, atol=2e-5, rtol=1e-4) for p, q in zip(a.state_dict().values(),
+                                                                              b.state_dict().values()))
+    alone = train_on_release(releases[1], digits, "convnet", 12, spec.utility_config(50), ctx)
+    assert all(torch.equal(p, q) for p, q in zip(alone.state_dict().values(), off[1].state_dict().values()))
+    assert not torch.allclose(on[0].classifier.weight, on[1].classifier.weight)

@@ -189,3 +189,20 @@ def test_a_null_excursion_confounds_the_release_game_only():
     assert confounding(held)["confounded"] is False
     gone = [ResultRow.unavailable("loss.auc", "no null pipeline", subset="null")]
     assert "unavailable: no null pipeline" == confounding(gone)["null_control"]
+
+
+def test_shadow_target_models_trained_as_one_ensemble_give_the_rows_of_one_at_a_time(data):
+    """Groups of pipelines (one task each) with their models as one ensemble: the same rows up to rounding."""
+    release = _release(data, "random", ipc=10)
+    options = {"shadows": 4, "variants": ("loss", "lira_offline", "rmia"), "null_control": False,
+               "target_epochs": 6}
+    rows = {setting: {(r.measure, r.subset): r for r in _run(data, release, **options, **extra)}
+            for setting, extra in (("one at a time", {"shadow_group": 1, "shadow_ensemble": "off"}),
+                                   ("ensemble", {"shadow_group": 3, "shadow_ensemble": "on"}))}
+    assert rows["one at a time"].keys() == rows["ensemble"].keys()
+    for key, row in rows["ensemble"].items():
+        other = rows["one at a time"][key]
+        assert row.status == other.status and row.n == other.n, key
+        if row.value is not None:
+            assert row.value == pytest.approx(other.value, abs=2e-3), key
+    assert rows["ensemble"]["rmia.auc", "all"].status == "ok"

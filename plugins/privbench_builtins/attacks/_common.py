@@ -119,6 +119,32 @@ def target_model(release: Release, dataset: Dataset, spec: TargetSpec, ctx: RunC
     return model
 
 
+def shadow_models(releases: list[Release], datasets: list[Dataset], spec: TargetSpec, seeds: list[int],
+                  ctx: RunContext, ensemble: str = "auto") -> list[torch.nn.Module]:
+    """The target models of shadow pipelines (model k on release k, made from datasets[k], with seed k; not kept).
+
+    Releases of one shape train as one ensemble when ``ensemble`` allows (the
+    utility's ``ensemble`` policy): each model as :func:`target_model` would
+    train it alone, up to float rounding.
+    """
+    from dataclasses import replace
+
+    from privbench.utility import train_on_releases
+
+    models: list = [None] * len(releases)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, release in enumerate(releases):
+        by_shape.setdefault(tuple(release.images.shape), []).append(i)
+    for shape, index in by_shape.items():
+        config = replace(spec.utility_config(shape[0]), ensemble=ensemble)
+        trained = train_on_releases([releases[i] for i in index], [datasets[i] for i in index], spec.model,
+                                    [seeds[i] for i in index], config, ctx,
+                                    progress_label=f"shadow target models x {len(index)}")
+        for i, model in zip(index, trained):
+            models[i] = model
+    return models
+
+
 def sample_index(n: int, cap: int, seed: int) -> torch.Tensor:
     """All of ``range(n)`` when ``cap`` is 0 or at least n, else a seeded sample of ``cap`` (sorted)."""
     if cap <= 0 or cap >= n:

@@ -43,7 +43,7 @@ from privbench.provenance import member_indices
 
 from privbench_builtins.attacks._assignment import fixed_margin_sets, halves, inclusion_facts
 from privbench_builtins.attacks._common import TargetSpec, matched_candidates, seed_for
-from privbench_builtins.attacks._pipelines import Pipeline, pipeline_inputs, pipeline_task, run_pipeline
+from privbench_builtins.attacks._pipelines import Pipeline, run_pipeline, run_pipelines
 from privbench_builtins.attacks._population import Population, train_without
 
 
@@ -130,8 +130,7 @@ def release_game(target: AuditTarget, population: Population, config, spec: Targ
         items = [(f"shadow {s}", np.flatnonzero(sets[s]), sets[s], seed_for(ctx, "mia", "release", "shadow", s))
                  for s in range(config.shadows)]
         try:
-            shadows = ctx.map(pipeline_task, items, shared=pipeline_inputs(target, population, spec, query_list),
-                              label="shadow pipelines")
+            shadows = run_pipelines(items, target, population, spec, query_list, config, ctx, "shadow pipelines")
             pipelines += shadows
             refs = list(range(1, len(pipelines)))
         except (NotImplementedError, UserError) as exc:
@@ -214,8 +213,8 @@ def method_game(target: AuditTarget, population: Population, config, spec: Targe
     items = [(f"pipeline {i}", np.flatnonzero(sets[i]), sets[i], seed_for(ctx, "mia", "method", "pipeline", i))
              for i in range(config.pipelines)]
     try:
-        game.pipelines = ctx.map(pipeline_task, items, shared=pipeline_inputs(target, population, spec, query_list),
-                                 label="method-game pipelines")
+        game.pipelines = run_pipelines(items, target, population, spec, query_list, config, ctx,
+                                       "method-game pipelines")
     except (NotImplementedError, UserError) as exc:
         game.pipelines = []
         game.no_references = game.no_null = _cannot_rebuild("the method game's pipelines", exc, ctx)

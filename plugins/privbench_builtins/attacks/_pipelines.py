@@ -27,7 +27,7 @@ import torch
 from privbench.api import AuditTarget, Dataset, Release, RunContext, Split
 from privbench.errors import UserError
 
-from privbench_builtins.attacks._common import TargetSpec, flip, nearest, target_model
+from privbench_builtins.attacks._common import TargetSpec, flip, nearest, shadow_models, target_model
 
 CACHE_BYTES = 256 << 20
 """Releases of audit pipelines kept in memory, in bytes of images."""
@@ -120,27 +120,66 @@ def run_pipeline(target: AuditTarget, name: str, private: Split, held: np.ndarra
     """
     if release is None:
         release = rebuild_release(target, private, seed, ctx, name)
-    logits = None
+    model = None
     if query_list:
         data = target.dataset if name == "target" else target.dataset.with_train(private, name_suffix=f"[{name}]")
         model = target_model(release, data, spec, ctx if name == "target" else ctx.derive(seed=seed),
                              seed=None if name == "target" else seed, keep=name == "target")
-        logits = observe(model, population_images, query_list, ctx)
+    return _observed(name, held, release, seed, model, private_to_pool, population_images, spec, query_list, ctx)
+
+
+def _observed(name: str, held: np.ndarray, release: Release, seed: int, model, private_to_pool: np.ndarray,
+              population_images: torch.Tensor, spec: TargetSpec, query_list, ctx: RunContext) -> Pipeline:
+    logits = observe(model, population_images, query_list, ctx) if model is not None else None
     distance, _ = nearest(population_images, release.images, ctx)
     recipe = spec.recipe(len(release)) if query_list else {}
     return Pipeline(name, held, release, seed, logits, distance.double().numpy(), recipe, private_to_pool)
 
 
-def pipeline_inputs(target: AuditTarget, population, spec: TargetSpec, query_list) -> dict:
-    """What every pipeline of a game reads (sent to each worker once): the target's data, its release, the pool."""
+def pipeline_inputs(target: AuditTarget, population, spec: TargetSpec, query_list, ensemble: str = "auto") -> dict:
+    """What every pipeline of a game reads (sent to each worker once): the target's data, its release, the pool,
+    and whether target models of one shape train as one ensemble."""
     return {"dataset": target.dataset, "target": replace(target, dataset=None, metrics={}),
-            "population": population, "spec": spec, "queries": query_list}
+            "population": population, "spec": spec, "queries": query_list, "ensemble": ensemble}
 
 
-def pipeline_task(shared: dict, item: tuple, ctx: RunContext) -> Pipeline:
-    """One pipeline of a game, for :meth:`RunContext.map`: ``item`` is (name, pool indices, held mask, seed)."""
-    name, index, held, seed = item
+def pipeline_groups(items: list[tuple], size: int) -> list[list[tuple]]:
+    """``items`` in consecutive groups of ``size`` (the last may be shorter): one task each.
+
+    The grouping is fixed by the attack's settings alone, never by the
+    executor or its workers, so the results are the same whoever runs them.
+    """
+    size = max(1, int(size))
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def pipeline_group_task(shared: dict, group: list[tuple], ctx: RunContext) -> list[Pipeline]:
+    """The pipelines of one group, for :meth:`RunContext.map`: each item is (name, pool indices, held mask, seed).
+
+    The releases are made one after another; their target models train
+    together (:func:`shadow_models`), then every pipeline observes the population.
+    """
     population = shared["population"]
     target = replace(shared["target"], dataset=shared["dataset"])
-    return run_pipeline(target, name, population.subset(index), held, index, population.images, shared["spec"],
-                        shared["queries"], seed, ctx)
+    spec, query_list = shared["spec"], shared["queries"]
+    privates = [population.subset(index) for _, index, _, _ in group]
+    releases = [rebuild_release(target, private, seed, ctx, name)
+                for (name, _, _, seed), private in zip(group, privates)]
+    models: list = [None] * len(group)
+    if query_list:
+        datasets = [target.dataset.with_train(private, name_suffix=f"[{name}]")
+                    for (name, *_), private in zip(group, privates)]
+        models = shadow_models(releases, datasets, spec, [seed for *_, seed in group], ctx,
+                               shared.get("ensemble", "auto"))
+    return [_observed(name, held, release, seed, model, index, population.images, spec, query_list, ctx)
+            for (name, index, held, seed), release, model in zip(group, releases, models)]
+
+
+def run_pipelines(items: list[tuple], target: AuditTarget, population, spec: TargetSpec, query_list, config,
+                  ctx: RunContext, label: str) -> list[Pipeline]:
+    """The pipelines ``items`` name, in order, in groups of ``config.shadow_group`` on the run's executor."""
+    shared = pipeline_inputs(target, population, spec, query_list, config.shadow_ensemble)
+    groups = pipeline_groups(items, config.shadow_group)
+    done = ctx.map(pipeline_group_task, groups, shared=shared,
+                   label=f"{label} ({len(items)} in {len(groups)} group{'s' * (len(groups) != 1)})")
+    return [pipeline for group in done for pipeline in group]

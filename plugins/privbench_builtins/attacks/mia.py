@@ -56,6 +56,10 @@ class MIAConfig(TargetOptions):
     the recipient's training recipe (``target_steps`` > 0 fixes the optimiser
     steps instead of the epochs; ``target_augment=false`` trains without
     augmentation, the worst case). ``resamples``: bootstrap resamples per CI.
+    ``shadow_group``: pipelines per task (a Ray task under ``--executor ray``);
+    their target models train as one ensemble when ``shadow_ensemble`` allows
+    (``auto``, ``on``, ``off``: the utility's ``ensemble`` policy). The groups
+    depend on these settings alone, so results do not depend on the executor.
     """
 
     game: Literal["release", "method"] = "release"
@@ -73,6 +77,8 @@ class MIAConfig(TargetOptions):
     rmia_offline_a: float = 0.3
     rmia_gamma: float = 1.0
     rmia_population: int = 0
+    shadow_group: int = 4
+    shadow_ensemble: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         from privbench_builtins.attacks._options import check_population_fields, check_target_fields
@@ -91,6 +97,9 @@ class MIAConfig(TargetOptions):
             raise ValueError(f"null_holdout must lie in (0, 0.5], got {self.null_holdout}")
         if not 0 <= self.rmia_offline_a <= 1 or self.rmia_gamma <= 0:
             raise ValueError("rmia_offline_a must lie in [0, 1] and rmia_gamma must be positive")
+        if self.shadow_group < 1 or self.shadow_ensemble not in ("auto", "on", "off"):
+            raise ValueError(f"shadow_group must be at least 1 and shadow_ensemble auto, on or off; got "
+                             f"{self.shadow_group} and {self.shadow_ensemble!r}")
         check_population_fields(self)
         check_target_fields(self)
 
