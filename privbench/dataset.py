@@ -30,9 +30,14 @@ class Split:
         return int(self.labels.shape[0])
 
     def subset(self, index: "torch.Tensor") -> "Split":
-        """The images at ``index`` (a long tensor or boolean mask), attributes included."""
+        """The images at ``index`` (a long tensor or boolean mask), attributes included.
+
+        The subset of a streamed split is streamed too: nothing is read.
+        """
+        from privbench.imagestore import take_images
+
         return Split(
-            self.images[index],
+            take_images(self.images, index),
             self.labels[index],
             {k: v[index] for k, v in self.attributes.items()},
         )
@@ -48,11 +53,13 @@ class Split:
         """The splits one after another, attributes included."""
         import torch
 
+        from privbench.imagestore import concat_images
+
         names = set(splits[0].attributes)
         for s in splits[1:]:
             names &= set(s.attributes)
         return Split(
-            torch.cat([s.images for s in splits]),
+            concat_images([s.images for s in splits]),
             torch.cat([s.labels for s in splits]),
             {k: torch.cat([s.attributes[k] for s in splits]) for k in sorted(names)},
         )
@@ -113,13 +120,15 @@ class Dataset:
         """sha256 of the content (pixels, labels, attributes, class names) of all splits."""
         import numpy as np
 
+        from privbench.imagestore import hash_images
+
         h = hashlib.sha256()
         h.update(repr(tuple(self.class_names)).encode())
         for split_name in ("train", "val", "test"):
             split = getattr(self, split_name)
             h.update(split_name.encode())
             h.update(repr(tuple(split.images.shape)).encode())
-            h.update(np.ascontiguousarray(split.images.numpy(), dtype=np.float32).tobytes())
+            hash_images(h, split.images)  # chunk by chunk: a streamed split is never read whole
             h.update(np.ascontiguousarray(split.labels.numpy(), dtype=np.int64).tobytes())
             for key in sorted(split.attributes):
                 h.update(key.encode())
@@ -151,6 +160,8 @@ class Dataset:
         """Check the data contract; raise :class:`UserError` with one clear line."""
         import torch
 
+        from privbench.imagestore import is_streamed
+
         if self.num_classes < 2:
             raise UserError(f"dataset {self.name!r} has only one class; privbench needs at least two")
         shape = None
@@ -158,7 +169,8 @@ class Dataset:
             split: Split = getattr(self, split_name)
             x, y = split.images, split.labels
             where = f"dataset {self.name!r}, split {split_name}"
-            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.ndim != 4:
+            streamed = is_streamed(x)  # uint8 on disk, read as /255: in [0, 1] and never NaN
+            if not (isinstance(x, torch.Tensor) or streamed) or x.dtype != torch.float32 or x.ndim != 4:
                 raise UserError(f"{where}: images must be a float32 N x C x H x W tensor")
             if x.shape[1] not in (1, 3):
                 raise UserError(f"{where}: images have {x.shape[1]} channels; expected 1 or 3")
@@ -173,9 +185,9 @@ class Dataset:
                 raise UserError(f"{where}: the split is empty")
             if 0 in x.shape[2:]:
                 raise UserError(f"{where}: images are {x.shape[2]} x {x.shape[3]} pixels; both sides must be at least 1")
-            if torch.isnan(x).any():
+            if not streamed and torch.isnan(x).any():
                 raise UserError(f"{where}: images contain NaN pixels")
-            if x.min() < 0 or x.max() > 1:
+            if not streamed and (x.min() < 0 or x.max() > 1):
                 raise UserError(f"{where}: pixel values outside [0, 1]")
             if y.min() < 0 or y.max() >= self.num_classes:
                 raise UserError(

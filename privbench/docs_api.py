@@ -31,6 +31,7 @@ PUBLIC: dict[str, tuple[str, ...] | None] = {
     "privbench.nets": ("make_model", "ConvNet", "channel_stats", "read_state_dict", "load_strict", "MODELS"),
     "privbench.augment": ("DSA", "AugParams", "parse_strategy", "DEFAULT_STRATEGY"),
     "privbench.utility": ("train_on_release", "train_on_releases", "UtilityConfig", "resolve_weights"),
+    "privbench.imagestore": ("ImageStore", "is_streamed", "take_images", "concat_images", "image_chunks"),
     "privbench.testing": ("tiny_dataset", "check_plugin", "distill", "attack"),
 }
 """Module -> its public names, in the order the page lists them."""
@@ -42,6 +43,7 @@ MODULE_NOTES = {
     "privbench.nets": "The networks shared by plugins.",
     "privbench.augment": "Differentiable Siamese augmentation (DSA).",
     "privbench.utility": "The utility protocol: a classifier trained on a release.",
+    "privbench.imagestore": "Streamed images: a split larger than memory, read from disk batch by batch.",
     "privbench.testing": "Helpers for a plugin's own tests (see [testing a plugin](plugins/testing.md)).",
 }
 

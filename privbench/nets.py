@@ -284,8 +284,14 @@ def input_stats(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def channel_stats(images: torch.Tensor, min_std: float = 1e-3, batch: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of ``N x C x H x W`` images, streamed in batches (float64 sums)."""
+    """Per-channel mean and std of ``N x C x H x W`` images, streamed in batches (float64 sums).
+
+    A batch holds at most ``batch`` images and about 256 MiB of float64, so a
+    large or streamed set (:mod:`privbench.imagestore`) is never converted whole.
+    """
     c = images.shape[1]
+    per_image = 8 * max(1, int(images.shape[1] * images.shape[2] * images.shape[3]))
+    batch = max(1, min(batch, (256 << 20) // per_image))
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     count = 0

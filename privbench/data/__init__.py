@@ -19,7 +19,10 @@ every class subsampled to the smallest) and ``split`` (``80/20``: a train/test
 partition, val carved out of train; official split folders are pooled first);
 these four apply to ``dicom:`` too, where ``classes`` maps label values when a CSV
 labels the files. For DICOM only: ``labels`` (a CSV file), ``id``, ``label`` and
-``split_column`` (its columns) and ``frames`` (``first`` or ``all``).
+``split_column`` (its columns) and ``frames`` (``first`` or ``all``). For
+folders only: ``stream`` (``auto``, ``on``, ``off``: read a set larger than
+memory from its decoded cache batch by batch; auto streams above 2 GiB of
+float32 images or a quarter of free memory).
 A card's ``[options]`` table takes ``glob``, ``classes``, ``balance``, ``split``,
 ``val_fraction``, ``test_fraction`` and the DICOM options; options in the spec win
 over the card's.
@@ -81,6 +84,12 @@ def _classes(value: str) -> tuple:
     return pairs
 
 
+def _stream(value: str) -> str:
+    if value not in ("auto", "on", "off"):
+        raise ValueError(value)
+    return value
+
+
 # Each option: how its text is read, and what it must be in words.
 OPTIONS = {
     "size": (int, "int"),
@@ -97,6 +106,7 @@ OPTIONS = {
     "label": (str, "a column of the labels CSV"),
     "split_column": (str, "a column of the labels CSV"),
     "frames": (_frames, "first or all"),
+    "stream": (_stream, "auto, on or off"),
 }
 DEFAULT_FRACTION = 0.15
 # Classes without any image that labels may leave before they look like a damaged file.
@@ -215,6 +225,8 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
     dicom_only = [k for k in cards_mod.DICOM_ONLY if k in options]
     if dicom_only and scheme != "dicom":
         raise UserError(f"dataset option(s) {', '.join(dicom_only)} apply to dicom datasets only, not {scheme}")
+    if "stream" in options and scheme != "folder":
+        raise UserError(f"dataset option stream applies to folder datasets only, not {scheme}")
     if "labels" not in options and any(k in options for k in ("id", "label", "split_column")):
         raise UserError("dataset options id, label and split_column name columns of a labels CSV: give labels=FILE.csv too")
 
@@ -289,6 +301,7 @@ def load_dataset(spec: str, *, cache_dir: Path | None = None) -> "Dataset":  # n
             pool=split is not None,
             what=f"dataset {printable(name or Path(target).name)!r}",
             cache_dir=cache_dir or default_cache_dir(),
+            stream=options.get("stream", "auto"),
         )
         name = name or Path(target).expanduser().resolve().name
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -53,3 +53,29 @@ def store_cached(cache_file: Path | None, arr: np.ndarray) -> None:
         os.replace(tmp, cache_file)
     except OSError:
         pass  # caching is an optimisation
+
+
+def store_rows(cache_file: Path, shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> None:
+    """Write a uint8 array of ``shape`` chunk by chunk (never whole in memory), atomically.
+
+    Unlike :func:`store_cached` this is no optimisation: the file is where a
+    streamed dataset lives, so a failure to write it is the caller's error.
+    """
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": tuple(int(s) for s in shape)}
+    written = 0
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_2_0(fh, header)
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=np.uint8)
+                fh.write(chunk.tobytes())
+                written += chunk.shape[0]
+        if written != shape[0]:
+            raise OSError(f"{written} of {shape[0]} images written")
+        os.replace(tmp, cache_file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -17,6 +17,10 @@ class costs nothing.
 Images are decoded with Pillow, converted to grayscale or RGB, resized to a
 square ``size`` and cached as uint8 arrays under the cache directory, keyed by
 the file list, sizes, modification times and options, so a second load is fast.
+A set larger than memory is *streamed* (``stream``: ``auto``, the default, when
+its float32 images would take more than :data:`STREAM_AUTO_BYTES` or a quarter
+of the memory available; ``on``; ``off``): it is decoded into that cache a
+chunk at a time and read from it batch by batch (:mod:`privbench.imagestore`).
 
 Only the tree's own regular folders and files are read: no symbolic link inside
 it is followed, so a link cannot add a copy of the data as another class, nor
@@ -34,11 +38,12 @@ import numpy as np
 import torch
 
 from privbench.api import Split
-from privbench.data.filecache import file_list_key, load_cached, store_cached
+from privbench.data.filecache import file_list_key, load_cached, store_cached, store_rows
 from privbench.data.splits import Group, arrange_splits
 from privbench.errors import UserError
 from privbench.imaging import image_size, open_image, printable
-from privbench.limits import check_bytes, check_classes, check_size, shape_bytes
+from privbench.imagestore import ImageStore
+from privbench.limits import available_memory, check_bytes, check_classes, check_size, shape_bytes
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"})
 SPLIT_ALIASES = {
@@ -47,6 +52,9 @@ SPLIT_ALIASES = {
     "test": ("test", "testing"),
 }
 DEFAULT_SIZE = 64
+STREAM_AUTO_BYTES = 2 << 30
+"""``stream=auto`` streams a folder whose float32 images (all splits) exceed this, or a quarter of free memory."""
+DECODE_CHUNK = 256
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -192,6 +200,46 @@ def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | N
     return arr
 
 
+def _decoded_chunks(files: list[Path], size: int, mode: str):
+    workers = min(8, (os.cpu_count() or 2))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(files), DECODE_CHUNK):
+            arr = np.stack(list(pool.map(lambda p: _decode(p, size, mode), files[start : start + DECODE_CHUNK])))
+            yield arr[:, None] if arr.ndim == 3 else np.transpose(arr, (0, 3, 1, 2))
+
+
+def _decode_to_store(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> ImageStore:
+    """The files decoded into the cache a chunk at a time (once), opened as a store."""
+    if cache_dir is None:
+        raise UserError("a streamed folder is decoded into the cache directory; set PRIVBENCH_CACHE_DIR to a "
+                        "writable folder")
+    key = file_list_key(files, (size, channels))
+    cache_file = cache_dir / "folders" / f"{key}.npy"
+    shape = (len(files), channels, size, size)
+    if cache_file.is_file():
+        try:
+            return ImageStore.open(cache_file, shape)
+        except UserError:
+            pass  # a damaged entry is decoded again
+    for f in files:  # declared sizes first, before any decoding
+        image_size(f)
+    try:
+        store_rows(cache_file, shape, _decoded_chunks(files, size, "L" if channels == 1 else "RGB"))
+    except OSError as exc:
+        raise UserError(f"cannot write the image cache {printable(cache_file)}: {exc.strerror or exc}") from exc
+    return ImageStore.open(cache_file, shape)
+
+
+def streams(stream: str, float_bytes: int) -> bool:
+    """Whether a folder of ``float_bytes`` of float32 images is streamed under ``stream`` (auto, on, off)."""
+    if stream not in ("auto", "on", "off"):
+        raise UserError(f"dataset option stream must be auto, on or off, got {stream!r}")
+    if stream != "auto":
+        return stream == "on"
+    free = available_memory()
+    return float_bytes > min(STREAM_AUTO_BYTES, free // 4 if free else STREAM_AUTO_BYTES)
+
+
 def plan_folder_splits(
     root: Path,
     *,
@@ -262,10 +310,11 @@ def read_folder_splits(
     size: int | None,
     channels: int | None,
     cache_dir: Path | None = None,
+    stream: str = "auto",
     **plan,
 ) -> tuple[dict[str, Split], list[str]]:
     """Splits and class names: :func:`plan_folder_splits` (its options in ``plan``), then only
-    the chosen files are decoded."""
+    the chosen files are decoded (into an :class:`~privbench.imagestore.ImageStore` when streamed)."""
     size = size or DEFAULT_SIZE
     check_size(size)
     groups, shown = plan_folder_splits(root, **plan)
@@ -275,10 +324,16 @@ def read_folder_splits(
     if channels not in (1, 3):
         raise UserError(f"channels must be 1 or 3, got {channels}")
     count = sum(len(g[0]) for g in groups.values())
-    check_bytes(shape_bytes((count, channels, size, size), 5), f"{count} images of {channels} x {size} x {size}")
+    streamed = streams(stream, shape_bytes((count, channels, size, size), 4))
+    if not streamed:
+        check_bytes(shape_bytes((count, channels, size, size), 5), f"{count} images of {channels} x {size} x {size}")
     splits = {}
     for split in ("train", "val", "test"):
         split_files, split_labels = groups[split]
+        if streamed:
+            store = _decode_to_store(split_files, size, channels, cache_dir)
+            splits[split] = Split(store, torch.tensor(split_labels, dtype=torch.int64))
+            continue
         arr = _decode_all(split_files, size, channels, cache_dir)
         images = torch.from_numpy(arr).float().div_(255.0)
         splits[split] = Split(images, torch.tensor(split_labels, dtype=torch.int64))

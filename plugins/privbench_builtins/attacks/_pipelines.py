@@ -26,6 +26,7 @@ import torch
 
 from privbench.api import AuditTarget, Dataset, Release, RunContext, Split
 from privbench.errors import UserError
+from privbench.imagestore import hash_images, image_chunks
 
 from privbench_builtins.attacks._common import TargetSpec, flip, nearest, shadow_models, target_model
 
@@ -66,7 +67,8 @@ def observe(model, images: torch.Tensor, query_list, ctx: RunContext) -> np.ndar
     """Logits of ``model`` on every image under every query: queries x images x classes (float64)."""
     from privbench.training import predict_logits
 
-    return np.stack([predict_logits(model, q(images), ctx).double().numpy() for q in query_list])
+    return np.stack([np.concatenate([predict_logits(model, q(x), ctx).double().numpy() for x in image_chunks(images)])
+                     for q in query_list])
 
 
 _RELEASES: "OrderedDict[str, Release]" = OrderedDict()
@@ -77,7 +79,7 @@ def _cache_key(dataset: Dataset, private: Split, manifest: dict, seed: int, devi
     h = hashlib.sha256()
     h.update(repr(public_class_counts).encode())
     h.update(dataset.fingerprint.encode())
-    h.update(np.ascontiguousarray(private.images.numpy()).tobytes())
+    hash_images(h, private.images)
     h.update(np.ascontiguousarray(private.labels.numpy()).tobytes())
     identity = {k: manifest.get(k) for k in ("method", "ipc", "config")}
     h.update(json.dumps(identity, sort_keys=True, default=str).encode())

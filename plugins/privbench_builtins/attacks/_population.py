@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from privbench.api import Dataset, RunContext, Split
+from privbench.imagestore import concat_images, image_chunks, take_images
 
 THUMBNAIL_SIDE = 16
 """Near-duplicate candidates are found on thumbnails of at most this many pixels a side."""
@@ -61,7 +62,7 @@ class Population:
     def subset(self, index: np.ndarray) -> Split:
         """The pool entries at ``index`` as a private set a pipeline can train on."""
         index = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return Split(self.images[index], self.labels[index])
+        return Split(take_images(self.images, index), self.labels[index])
 
     def class_counts(self, mask: np.ndarray) -> list[int]:
         return np.bincount(self.labels.numpy()[mask], minlength=self.num_classes).tolist()
@@ -99,9 +100,8 @@ def earlier_duplicates(images: torch.Tensor, threshold: float, ctx: RunContext,
         return first, exact
     device = ctx.torch_device
     values = images[0].numel()
-    thumbs = _thumbnails(images.float()).to(device)
+    thumbs = torch.cat([_thumbnails(x.float()) for x in image_chunks(images)]).to(device)
     scale_thumb = thumbs.shape[1]
-    flat = images.reshape(n, -1)
     for start in range(1, n, chunk):
         stop = min(n, start + chunk)
         # RMS over thumbnail pixels of every query against every earlier image
@@ -112,7 +112,7 @@ def earlier_duplicates(images: torch.Tensor, threshold: float, ctx: RunContext,
             i, j = int(q) + start, int(r)
             if first[i] >= 0 and first[i] <= j:
                 continue
-            rms = float(torch.linalg.vector_norm(flat[i] - flat[j])) / values**0.5
+            rms = float(torch.linalg.vector_norm(images[i].flatten() - images[j].flatten())) / values**0.5
             if rms <= threshold:
                 first[i] = j if first[i] < 0 else min(first[i], j)
     return first, exact
@@ -121,7 +121,7 @@ def earlier_duplicates(images: torch.Tensor, threshold: float, ctx: RunContext,
 def build_population(dataset: Dataset, splits: list[str], threshold: float, ctx: RunContext) -> Population:
     """Train plus the chosen non-member splits, one image per group of near-duplicates."""
     parts = [("train", dataset.train)] + [(name, getattr(dataset, name)) for name in splits]
-    images = torch.cat([s.images for _, s in parts])
+    images = concat_images([s.images for _, s in parts])
     labels = torch.cat([s.labels for _, s in parts])
     source = np.concatenate([np.full(len(s), name) for name, s in parts])
     split_index = np.concatenate([np.arange(len(s)) for _, s in parts])
@@ -155,7 +155,7 @@ def build_population(dataset: Dataset, splits: list[str], threshold: float, ctx:
     }
     for name in splits:
         facts[f"pool_nonmembers_{name}"] = int((keep & (source == name)).sum())
-    return Population(images[torch.from_numpy(keep)], labels[torch.from_numpy(keep)], source[keep],
+    return Population(take_images(images, torch.from_numpy(keep)), labels[torch.from_numpy(keep)], source[keep],
                       split_index[keep], pool_of[:n_train], dataset.num_classes, facts)
 
 

@@ -25,6 +25,7 @@ import torch
 
 from privbench.api import Dataset, Release, UserError, require_ipc_fits
 from privbench.augment import DSA, AugParams, parse_strategy
+from privbench.imagestore import is_streamed
 from privbench.nets import channel_stats, make_model
 from privbench.training import ON_DEVICE_LIMIT, derive_seed
 
@@ -83,7 +84,7 @@ class RealBatches:
     Indices are drawn on the CPU from ``generator``. A private set up to
     :data:`privbench.training.ON_DEVICE_LIMIT` bytes is moved to the device
     once (the policy of the shared training loop); a larger one stays in host
-    memory and only each drawn batch is copied over.
+    memory (or on disk, when streamed) and only each drawn batch is copied over.
     """
 
     def __init__(self, private: Dataset, batch: int, device: torch.device, generator: torch.Generator):
@@ -94,6 +95,8 @@ class RealBatches:
         self.generator = generator
         images = private.train.images
         fits = images.element_size() * images.nelement() <= ON_DEVICE_LIMIT
+        if is_streamed(images) and device.type == "cpu":
+            fits = False  # a streamed set stays on disk: each batch is read as it is drawn
         self.source = images.to(device) if fits else images
         self._pin = not fits and device.type == "cuda"
 
