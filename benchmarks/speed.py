@@ -167,10 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         f"recipe (ConvNet width 128, depth 3, DSA), {args.epochs} epochs each. DM: ipc 10, 256 real images "
         f"per class, DSA on, after one warm-up run. GM: ipc 10, 256 real images per class, outer loop 2 and "
         "inner loop 5, no DSA, after a one-iteration warm-up. On a CPU an ensemble saves the per-kernel "
-        "overhead but none of the arithmetic, which dominates a ConvNet of width 128, and with a batch of 20 "
-        "images the grouped kernels are slower than one model at a time, hence `ensemble=\"auto\"` (and "
-        "`shadow_ensemble=\"auto\"`): on, except on a CPU for a release under 50 images. The larger gains "
-        "they are built for need a GPU.",
+        "overhead but none of the arithmetic, which dominates a ConvNet of width 128, and its vectorised "
+        "kernels can be slower than one model's: `ensemble=\"auto\"` (and `shadow_ensemble=\"auto\"`) is "
+        "therefore on for CUDA and off on a CPU. The gains it is built for need a GPU.",
     ]
     if not args.no_write:
         update_section("speed", "\n".join(lines))

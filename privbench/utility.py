@@ -34,9 +34,10 @@ from privbench.training import (
 )
 
 MEASURES = ("accuracy", "balanced_accuracy", "roc_auc")
-CPU_ENSEMBLE_MIN_IMAGES = 50
-"""On a CPU, ``ensemble="auto"`` trains seeds together from this many release images up (measured:
-5 seeds on 100 digits 1.9x faster together, on 20 PneumoniaMNIST images 0.55x)."""
+ENSEMBLE_AUTO_DEVICES = ("cuda",)
+"""Devices on which ``ensemble="auto"`` trains seeds together. Not the CPU, where 5 seeds together
+measured 0.58x (digits) and 0.59x (PneumoniaMNIST) the speed of one at a time on a 2-core Intel Xeon,
+and 1.91x and 0.55x on a 2-core AMD EPYC (docs/benchmarks.md): no rule on the release's size holds."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,8 @@ class UtilityConfig:
     the seeds' ConvNets as one vectorised ensemble (:mod:`privbench.ensemble`:
     the same initialisation and data order per seed, up to float rounding);
     ResNets and batch norm always train one seed after another, as does
-    every model with ``"off"``. ``"auto"`` is on except on a CPU for a
-    release under :data:`CPU_ENSEMBLE_MIN_IMAGES` images, where the grouped
-    kernels measured slower than one model at a time (docs/benchmarks.md). ``weights`` is a local
+    every model with ``"off"``. ``"auto"`` is on for a CUDA device and off
+    on a CPU (:data:`ENSEMBLE_AUTO_DEVICES`). ``weights`` is a local
     state-dict file for the ResNets (never downloaded).
 
     Inputs are normalised with the per-channel mean and std of the release
@@ -190,7 +190,7 @@ def train_seeds(
 def trains_together(config: UtilityConfig, images: int, ctx: RunContext) -> bool:
     """Whether ``config.ensemble`` asks for one ensemble on this device for releases of ``images`` images."""
     return config.ensemble == "on" or (
-        config.ensemble == "auto" and (ctx.torch_device.type != "cpu" or images >= CPU_ENSEMBLE_MIN_IMAGES))
+        config.ensemble == "auto" and ctx.torch_device.type in ENSEMBLE_AUTO_DEVICES)
 
 
 def train_on_releases(

@@ -85,8 +85,14 @@ def test_utility_scores_are_the_same_with_and_without_the_ensemble(digits):
         assert row.detail["per_seed"] == pytest.approx(other.detail["per_seed"], abs=1e-6), measure
 
 
-def test_auto_trains_a_small_release_on_a_cpu_one_seed_at_a_time(digits):
-    small = Release(digits.train.images[:30], digits.train.labels[:30], {"method": "t"})
+def test_auto_trains_one_seed_at_a_time_on_a_cpu_and_together_on_cuda(digits):
+    from privbench.utility import trains_together
+
+    assert not trains_together(UtilityConfig(), 500, RunContext(device="cpu"))
+    assert trains_together(UtilityConfig(), 20, RunContext(device="cuda"))
+    assert trains_together(UtilityConfig(ensemble="on"), 20, RunContext(device="cpu"))
+    assert not trains_together(UtilityConfig(ensemble="off"), 500, RunContext(device="cuda"))
+    small = Release(digits.train.images[:60], digits.train.labels[:60], {"method": "t"})
     ctx = RunContext()
     auto = train_seeds(small, digits, "convnet", [1, 2], UtilityConfig(epochs=2, width=8), ctx)
     off = train_seeds(small, digits, "convnet", [1, 2], UtilityConfig(epochs=2, width=8, ensemble="off"), ctx)
