@@ -81,7 +81,7 @@ def _coerce(value: Any, annotation: Any, key: str, owner: str) -> Any:
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{owner}: {key} is not a valid list: {value!r}") from exc
             else:
-                items = [x for x in text.split(",") if x.strip()]
+                items = [x.strip() for x in text.split(",") if x.strip()]
         else:
             items = list(value)
         inner = args[0] if args else Any

@@ -45,7 +45,7 @@ class PluginFailure(Exception):
 
     @property
     def message(self) -> str:
-        """``distiller 'kmeans' (privbench-extra 0.1) failed on digits ipc=200: ValueError: ...``."""
+        """``distiller 'kmeans' (privbench-extra 0.1.0) failed on digits ipc=200: ValueError: ...``."""
         origin = " ".join(x for x in (self.package, self.version) if x)
         where = f" on {self.job}" if self.job else ""
         inside = f" (in {self.within})" if self.within else ""
@@ -77,8 +77,10 @@ def plugin_failure(kind: str, name: str, package: str = "", version: str = "", j
                    keep: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Frame an exception from a plugin's own code as a :class:`PluginFailure` naming the plugin and the job.
 
-    A :class:`UserError` the plugin raises on purpose passes through unchanged
-    (the plugin says the input is bad: exit 2); interrupts and exits are never
+    A :class:`UserError` raised inside (the plugin says the input is bad, or
+    a privbench function it called refused its input) stays exit 2, its line
+    prefixed with the plugin (``attack 'confgap': ...``) unless it names the
+    plugin already; interrupts and exits are never
     caught; ``keep`` lists exceptions the caller handles itself. A failure of
     another plugin that this one called (a metric inside an attack, a distiller
     re-run for a shadow pipeline) keeps its own name and gets this job where it
@@ -86,8 +88,12 @@ def plugin_failure(kind: str, name: str, package: str = "", version: str = "", j
     """
     try:
         yield
-    except (UserError, *keep):
+    except keep:
         raise
+    except UserError as exc:
+        if type(exc) is not UserError or repr(name) in str(exc) or f"{kind} {name}" in str(exc):
+            raise
+        raise UserError(f"{kind} {name!r}: {exc}") from exc
     except PluginFailure as exc:
         if not exc.job and job:
             exc.job = job

@@ -137,7 +137,7 @@ def _allowed_distributions() -> set[str] | None:
     raw = os.environ.get(ENV_LOAD)
     if raw is None:
         return None
-    return {_normalise(x) for x in raw.split(",") if x.strip()}
+    return {_normalise(x.strip()) for x in raw.split(",") if x.strip()}
 
 
 def _entry_points() -> list[md.EntryPoint]:

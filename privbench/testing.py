@@ -47,41 +47,60 @@ def tiny_dataset(
 
 
 def check_plugin(cls: type, kind: str) -> None:
-    """Fail with privbench's own message if ``cls`` would be rejected at load time."""
+    """Fail (AssertionError, with privbench's own message) if ``cls`` would be rejected at load time.
+
+    ``kind`` is ``"distiller"``, ``"attack"`` or ``"metric"``. The check holds under ``python -O`` too.
+    """
+    from privbench.api import KINDS
     from privbench.plugin_checks import check_plugin_class
 
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(sorted(KINDS))}, got {kind!r}")
     problem = check_plugin_class(kind, cls)
-    assert problem is None, problem
+    if problem is not None:
+        raise AssertionError(problem)
 
 
-def distill(cls: type, data: Dataset, ipc: int | None, seed: int = 0, **options: Any) -> Release:
-    """Run a distiller class with checked options, as ``privbench distill`` would."""
+def distill(cls: type, data: Dataset, ipc: int | None, seed: int = 0, config: dict | None = None,
+            **options: Any) -> Release:
+    """Run a distiller class with checked options, as ``privbench distill`` would.
+
+    The options are ``config`` and ``**options`` together; put a Config field
+    named like an argument of this helper (``seed``, say) in ``config``.
+    """
     from privbench.engine import _check_release_output, seed_everything
 
-    config = build_config(cls.Config, options, owner=f"distiller {cls.name}")
+    checked = build_config(cls.Config, {**(config or {}), **options}, owner=f"distiller {cls.name}")
     seed_everything(seed)
-    release = cls().distill(data, ipc, config, RunContext(seed=seed))
+    release = cls().distill(data, ipc, checked, RunContext(seed=seed))
     _check_release_output(release, data, cls.name)
     from privbench.provenance import split_manifest
 
     shareable, private = split_manifest(release.manifest)
-    release.manifest = {**shareable, "method": cls.name, "ipc": ipc, "config": config_to_dict(config)}
+    release.manifest = {**shareable, "method": cls.name, "ipc": ipc, "config": config_to_dict(checked)}
     release.provenance = {**private, **(release.provenance or {}), "source_fingerprint": data.fingerprint}
     return release
 
 
 def attack(cls: type, data: Dataset, release: Release, seed: int = 0, metrics: dict | None = None,
-           **options: Any) -> list[ResultRow]:
-    """Run an attack class on a release of ``data`` with checked options."""
+           config: dict | None = None, **options: Any) -> list[ResultRow]:
+    """Run an attack class on a release of ``data`` with checked options (``config`` and ``**options`` together).
+
+    Its target cannot re-run the release's pipeline: ``target.rebuild`` raises
+    :class:`NotImplementedError`. (A target privbench builds raises
+    :class:`~privbench.api.UserError` when a re-run fails; an attack that
+    needs re-runs handles both, as the built-in attacks do.)
+    """
     from privbench.engine import seed_everything
 
-    config = build_config(cls.Config, options, owner=f"attack {cls.name}")
+    checked = build_config(cls.Config, {**(config or {}), **options}, owner=f"attack {cls.name}")
     seed_everything(seed)
 
     def rebuild(private: Dataset, ctx: RunContext) -> Release:
         raise NotImplementedError("this test target cannot re-run its pipeline")
 
     target = AuditTarget(data, release, metrics or {}, rebuild)
-    rows = cls().run(target, config, RunContext(seed=seed))
-    assert isinstance(rows, list) and all(isinstance(r, ResultRow) for r in rows)
+    rows = cls().run(target, checked, RunContext(seed=seed))
+    if not (isinstance(rows, list) and all(isinstance(r, ResultRow) for r in rows)):
+        raise AssertionError(f"attack {cls.name} returned {type(rows).__name__}, not a list of ResultRow")
     return rows

@@ -58,3 +58,13 @@ def test_config_hash_is_stable_and_sensitive():
     assert config_hash(Demo()) == config_hash(Demo())
     assert config_hash(Demo()) != config_hash(Demo(lr=0.5))
     assert config_hash({"b": 1, "a": 2}) == config_hash({"a": 2, "b": 1})
+
+
+def test_comma_separated_items_lose_the_spaces_around_them():
+    @dataclass(frozen=True)
+    class C:
+        names: tuple[str, ...] = ()
+        sizes: tuple[int, ...] = ()
+
+    config = build_config(C, {"names": "a, b ,c", "sizes": " 4, 8,"}, owner="t")
+    assert config.names == ("a", "b", "c") and config.sizes == (4, 8)

@@ -58,6 +58,19 @@ class Scoring(Attack):
         return []
 
 
+class Pairing(Attack):
+    """Pairs the release with a dataset it was not made from: privbench's own check refuses (exit 2)."""
+
+    name = "pairing"
+
+    def run(self, target, config, ctx):
+        from privbench.testing import tiny_dataset
+        from privbench.utility import train_on_release
+
+        train_on_release(target.release, tiny_dataset(), "convnet", 0, None, ctx)
+        return []
+
+
 class Exploding(Metric):
     """Raises inside score."""
 
@@ -78,6 +91,7 @@ def register_distillers(register):
 def register_attacks(register):
     register(Crashing)
     register(Scoring)
+    register(Pairing)
 
 
 @hookimpl
@@ -170,6 +184,15 @@ def test_a_user_error_from_a_plugin_stays_exit_2_without_a_log(cli, tmp_path, br
     result = cli("distill", "--data", "digits", "--method", "refusing", "--ipc", "2", "--out", out, *NO_EVAL)
     assert_one_line_error(result, "refusing needs at least 3 channels")
     assert not out.exists()
+
+
+def test_a_refusal_from_inside_a_plugin_names_the_plugin(cli, tmp_path, broken):
+    """A check of privbench's that a plugin's call trips stays bad input (exit 2) and says whose call it was."""
+    rel = tmp_path / "rel"
+    assert cli("distill", "--data", "digits", "--method", "random", "--ipc", "2", "--out", rel, *NO_EVAL).code == 0
+    result = cli("audit", "--data", "digits", "--release", rel, "--attack", "pairing", "--out", tmp_path / "a", "-q")
+    assert_one_line_error(result, "attack 'pairing':")
+    assert result.err.startswith("privbench: error: attack 'pairing': ")
 
 
 def test_a_log_file_privbench_did_not_write_is_never_replaced(tmp_path):

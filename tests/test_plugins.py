@@ -250,3 +250,10 @@ def test_listing_plugins_does_not_import_torch(fake_site):
 def test_subprocess_strict_exit_code(fake_site):
     result = run_subprocess("--strict-plugins", "plugins", env={"PYTHONPATH": str(fake_site)})
     assert_one_line_error(result, "failed to load")
+
+
+def test_load_plugins_names_may_have_spaces_around_them(monkeypatch):
+    from privbench.plugins import ENV_LOAD, _allowed_distributions
+
+    monkeypatch.setenv(ENV_LOAD, " privbench-coreset , Other_Pkg,, ")
+    assert _allowed_distributions() == {"privbench-coreset", "other-pkg"}

@@ -113,15 +113,20 @@ def test_private_figures_only_when_public_or_asked(results, tmp_path):
     job.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(job / "reconstructions.png")
     Image.new("RGB", (8, 8)).save(job / "roc.png")
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(job / "plugin_patients.png")  # a plugin's figure: private unless said
+    Image.new("RGB", (8, 8), (7, 7, 7)).save(job / "plugin_curve.public.png")  # said to show no image of the data
     (job / "job.json").write_text(json.dumps({"kind": "audit", "label": "audit autoencoder"}))
     r, runs = _rows_for("dm", 10, 0.5, 0.8, 0.9)
     write_runs(job / "runs.parquet", [dict(runs[0], dataset="my-hospital")])
     write_results(results, [dict(x, dataset="my-hospital") for x in r])
 
     hidden = write_report(results, tmp_path / "a", jobs_dir=results.parent / "jobs").read_text()
-    assert "withheld" in hidden and hidden.count("data:image/png") == 2 + 1  # charts + roc, no reconstructions
+    # charts + roc + the plugin's public curve; no reconstructions and not the plugin's other figure
+    assert "withheld" in hidden and hidden.count("data:image/png") == 2 + 2
+    assert "plugin_patients" not in hidden and "plugin_curve.public" in hidden
     shown = write_report(results, tmp_path / "b", jobs_dir=results.parent / "jobs", show_private_images=True)
-    assert "private training images; bottom" in shown.read_text()
+    assert "private training images; bottom" in shown.read_text() and "plugin_patients" in shown.read_text()
+    assert shown.read_text().count("data:image/png") == 2 + 4
 
 
 def test_report_command_and_bad_input(cli, results, tmp_path):
@@ -203,3 +208,16 @@ def test_a_results_table_from_before_the_epsilon_column_still_reads(results, tmp
     rows = read_results(old)
     assert rows and all(r["release_epsilon"] is None for r in rows)
     assert "Table 1: utility" in write_report(old, tmp_path / "old-report").read_text()
+
+
+def test_a_plugins_confounded_row_is_marked_in_all_results(tmp_path):
+    info = dict(dataset="digits", dataset_fingerprint="f" * 64, release_method="dm", release_ipc=10, release_seed=0,
+                device="cpu")
+    third = RunInfo(job="third dm", task="audit", evaluator="nn-distance", plugin_package="privbench-coreset", **info)
+    rows = [ResultRow("auc", 0.61, 0.58, 0.64, 900, True, detail={"confounded": True}),
+            ResultRow("gap", 0.02, 0.01, 0.03, 900, True)]
+    write_results(tmp_path / "results.parquet", result_records(third, rows))
+    write_runs(tmp_path / "runs.parquet", [run_record(third)])
+    html = write_report(tmp_path / "results.parquet", tmp_path / "r").read_text()
+    section = html[html.index("<h2>All results</h2>"):html.index("<h2>Runs and settings</h2>")]
+    assert "nn-distance" in section and section.count("confounded") == 1

@@ -32,7 +32,14 @@ from privbench.report.tables import (
 )
 
 # Figures attacks write that show private images, and must not leave the machine unless allowed.
-PRIVATE_FIGURES = {"reconstructions.png", "memorisation.png", "preview.png"}
+PUBLIC_FIGURES = {"roc.png"}
+"""Job figures that show no image of the data. Any other figure a job wrote (a plugin's included)
+counts as private unless its name ends in ``.public.png``: it may show patients."""
+
+
+def is_private_figure(name: str) -> bool:
+    """Whether a job's figure may show images of the data (withheld unless the dataset is public or asked for)."""
+    return name not in PUBLIC_FIGURES and not name.endswith(".public.png")
 
 
 def _public_datasets(names: set[str]) -> set[str]:
@@ -75,7 +82,7 @@ def _job_figures(jobs_dir: Path | None, allowed_private: set[str], several_seeds
         row = next(iter(read_runs(runs)), {}) if runs.is_file() else {}
         dataset = row.get("dataset")
         for png in sorted(job_file.parent.rglob("*.png")):
-            private = png.name in PRIVATE_FIGURES
+            private = is_private_figure(png.name)
             if private and dataset not in allowed_private:
                 continue
             out.append({"path": png, "label": meta.get("label", job_file.parent.name), "kind": meta.get("kind"),
@@ -244,9 +251,11 @@ def _all_results_section(records: list[dict[str, Any]]) -> str:
     for (task, evaluator), rows in evaluator_tables(records).items():
         body = []
         for r in rows:
+            cell_of = Cell.of(r)  # any attack's row marked confounded in its detail is shown so, a plugin's too
             body.append([f"<td>{H.esc(r['dataset'])}</td>", f"<td>{H.esc(release_label(r, several))}</td>",
                          f"<td>{H.esc(r.get('game') or '')}</td>", f"<td>{H.esc(r['measure'])}</td>", f"<td>{H.esc(r.get('subset') or 'all')}</td>",
-                         H.cell_td(Cell.of(r)), f"<td class='num'>{r.get('n') or ''}</td>",
+                         H.cell_td(cell_of, note="confounded" if cell_of.confounded else ""),
+                         f"<td class='num'>{r.get('n') or ''}</td>",
                          f"<td>{'higher' if r.get('higher_is_better') else ('lower' if r.get('higher_is_better') is False else '')}</td>"])
         table = H.table(["dataset", "release", "game", "measure", "subset", "value [95% CI]", "n", "stronger attack / closer"],
                         body)
