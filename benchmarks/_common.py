@@ -26,7 +26,19 @@ def machine() -> str:
             return f"{torch.cuda.get_device_name(0)} (CUDA), {os.cpu_count()}-core CPU host"
     except ImportError:  # pragma: no cover
         pass
-    return f"{os.cpu_count()}-core CPU ({platform.machine()}), no GPU"
+    return f"{os.cpu_count()}-core CPU ({platform.machine()}{_cpu_model()}), no GPU"
+
+
+def _cpu_model() -> str:
+    """``, Intel(R) Xeon(R) Processor with AMX``: the model and the bf16 units, from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    units = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16")) if flag in flags]
+    return (f", {model}" if model else "") + (f" with {' and '.join(units)}" if units else "")
 
 
 def today() -> str:

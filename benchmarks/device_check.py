@@ -4,7 +4,10 @@ Runs every built-in plugin on digits with ``--device cuda`` through the real
 command line (distill, audit with every attack, metrics), the quickstart
 suite, DM once more on the CPU for comparison, and DM's batched step against
 the per-class loop on the GPU (on digits, and on ``--data`` when given), and the
-quickstart once more on a local Ray with two tasks per GPU (needs the ``ray`` extra);
+quickstart once more on a local Ray with two tasks per GPU (needs the ``ray`` extra),
+and the ratios of ``speed.py`` and ``precision.py`` on the GPU (seeds and shadow
+target models as one ensemble against one at a time, GM's vmap step against
+its loop, DM's bf16 real pass against float32);
 prints one JSON line per check and writes nothing outside OUT. Usage::
 
     python benchmarks/device_check.py --out /tmp/device-check [--data npz:PATH]
@@ -71,18 +74,47 @@ def dm_step_ratio(spec: str, device: str, iterations: int) -> dict:
             "batched_it_per_s": round(b, 2), "per_class_it_per_s": round(p, 2), "ratio": round(b / p, 2)}
 
 
+def speed_figures(spec: str, device: str, epochs: int) -> dict:
+    """The ratios of benchmarks/speed.py and benchmarks/precision.py, measured on ``device``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from precision import step_seconds
+    from speed import time_dm, time_gm, time_shadows, time_utility
+
+    from privbench.data import load_dataset
+    from privbench.engine import resolve_device
+
+    device = resolve_device(device)
+    dataset = load_dataset(spec)
+    u = time_utility(dataset, 5, epochs, device)
+    sh = time_shadows(dataset, 4, epochs, device)
+    gm = time_gm(dataset, 2, device)
+    dm = time_dm(dataset, 8, device)
+    fp32, bf16 = (step_seconds(dataset, p, 8, device) for p in ("fp32", "bf16"))
+    return {"check": f"speed {dataset.name}", "device": device, "ok": True, "epochs": epochs,
+            "utility_5_seeds_s": {k: round(v, 2) for k, v in u.items()},
+            "utility_ensemble_speedup": round(u["sequential"] / u["ensemble"], 2),
+            "shadows_4_targets_s": {k: round(v, 2) for k, v in sh.items()},
+            "shadows_ensemble_speedup": round(sh["sequential"] / sh["ensemble"], 2),
+            "gm_s_per_iteration": {k: round(v, 3) for k, v in gm.items()},
+            "gm_vmap_speedup": round(gm["loop"] / gm["vmap"], 2),
+            "dm_s_per_iteration": {k: round(v, 4) for k, v in dm.items()},
+            "dm_bf16_speedup": round(fp32 / bf16, 2)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--data", action="append", default=[], help="another dataset for the DM throughput check")
     parser.add_argument("--throughput-iterations", type=int, default=50)
+    parser.add_argument("--speed-epochs", type=int, default=100, help="epochs per model of the ensemble timings")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run(name, argv, args.out, args.device) for name, argv in CHECKS]
     results.append(run("distill dm", CHECKS[0][1], args.out / "cpu", "cpu"))
     for spec in ["digits", *args.data]:
         results.append(dm_step_ratio(spec, args.device, args.throughput_iterations))
+        results.append(speed_figures(spec, args.device, args.speed_epochs))
     for r in results:
         print(json.dumps(r))
     (args.out / "device_check.json").write_text(json.dumps(results, indent=2))

@@ -46,7 +46,7 @@ def _release(dataset, ipc: int, seed: int = 0):
     return Release(dataset.train.images[index], dataset.train.labels[index], {"method": "random", "ipc": ipc})
 
 
-def time_utility(dataset, seeds: int, epochs: int) -> dict:
+def time_utility(dataset, seeds: int, epochs: int, device: str = "cpu") -> dict:
     from privbench.api import RunContext
     from privbench.utility import UtilityConfig, train_seeds
 
@@ -55,12 +55,12 @@ def time_utility(dataset, seeds: int, epochs: int) -> dict:
     for ensemble in (False, True):
         config = UtilityConfig(epochs=epochs, ensemble="on" if ensemble else "off")
         t0 = time.perf_counter()
-        train_seeds(release, dataset, "convnet", list(range(seeds)), config, RunContext())
+        train_seeds(release, dataset, "convnet", list(range(seeds)), config, RunContext(device=device))
         out["ensemble" if ensemble else "sequential"] = time.perf_counter() - t0
     return out
 
 
-def time_shadows(dataset, shadows: int, epochs: int) -> dict:
+def time_shadows(dataset, shadows: int, epochs: int, device: str = "cpu") -> dict:
     from privbench.api import RunContext
     from privbench_builtins.attacks._common import TargetSpec, shadow_models
 
@@ -69,12 +69,13 @@ def time_shadows(dataset, shadows: int, epochs: int) -> dict:
     out = {}
     for ensemble in ("off", "on"):
         t0 = time.perf_counter()
-        shadow_models(releases, [dataset] * shadows, spec, list(range(shadows)), RunContext(), ensemble=ensemble)
+        shadow_models(releases, [dataset] * shadows, spec, list(range(shadows)), RunContext(device=device),
+                      ensemble=ensemble)
         out["ensemble" if ensemble == "on" else "sequential"] = time.perf_counter() - t0
     return out
 
 
-def time_gm(dataset, iterations: int) -> dict:
+def time_gm(dataset, iterations: int, device: str = "cpu") -> dict:
     from privbench.api import RunContext
     from privbench.engine import run_distiller
     from privbench.plugins import get_registry
@@ -83,14 +84,14 @@ def time_gm(dataset, iterations: int) -> dict:
     out = {}
     for batching in ("vmap", "loop"):
         overrides = {"iterations": iterations, "class_batching": batching, "outer_loop": 2, "inner_loop": 5}
-        run_distiller(registry, "gm", dataset, 10, {**overrides, "iterations": 1}, RunContext(seed=0))  # warm-up
-        t0 = time.perf_counter()
-        run_distiller(registry, "gm", dataset, 10, overrides, RunContext(seed=1))
+        run_distiller(registry, "gm", dataset, 10, {**overrides, "iterations": 1}, RunContext(seed=0, device=device))
+        t0 = time.perf_counter()  # after a warm-up
+        run_distiller(registry, "gm", dataset, 10, overrides, RunContext(seed=1, device=device))
         out[batching] = (time.perf_counter() - t0) / iterations
     return out
 
 
-def time_dm(dataset, iterations: int) -> dict:
+def time_dm(dataset, iterations: int, device: str = "cpu") -> dict:
     from privbench.api import RunContext
     from privbench.engine import run_distiller
     from privbench.plugins import get_registry
@@ -99,9 +100,9 @@ def time_dm(dataset, iterations: int) -> dict:
     out = {}
     for batched in (True, False):
         overrides = {"iterations": iterations, "batched": batched}
-        run_distiller(registry, "dm", dataset, 10, overrides, RunContext(seed=0))  # warm-up and cache
+        run_distiller(registry, "dm", dataset, 10, overrides, RunContext(seed=0, device=device))  # warm-up
         t0 = time.perf_counter()
-        run_distiller(registry, "dm", dataset, 10, overrides, RunContext(seed=1))
+        run_distiller(registry, "dm", dataset, 10, overrides, RunContext(seed=1, device=device))
         out["batched" if batched else "per_class"] = (time.perf_counter() - t0) / iterations
     return out
 

@@ -55,12 +55,17 @@ def real_chunk(device: torch.device, config: Any, image_shape: Sequence[int]) ->
     return max(1, CPU_CHUNK_BYTES // (4 * config.width * h * w))
 
 
-def embed_real(net: torch.nn.Module, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
-    """Embeddings of real images, without a graph, ``chunk`` images at a time (all at once for None)."""
-    with torch.no_grad():
+def embed_real(net: torch.nn.Module, x: torch.Tensor, chunk: int | None,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Embeddings of real images, without a graph, ``chunk`` images at a time (all at once for None).
+
+    ``dtype`` (``torch.bfloat16``) runs the pass under autocast, float32 out;
+    None computes in float32.
+    """
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         if chunk is None or x.shape[0] <= chunk:
-            return net.embed(x)
-        return torch.cat([net.embed(part) for part in x.split(chunk)])
+            return net.embed(x).float()
+        return torch.cat([net.embed(part).float() for part in x.split(chunk)])
 
 
 def dm_loss(
@@ -72,9 +77,10 @@ def dm_loss(
     syn_counts: Sequence[int],
     params: Sequence[AugParams] | None,
     chunk: int | None = None,
+    real_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """The DM loss of class-sorted real and synthetic batches, every class in one pass per side."""
-    real_embedded = embed_real(net, m.augment_by_class(dsa, real, real_counts, params), chunk)
+    real_embedded = embed_real(net, m.augment_by_class(dsa, real, real_counts, params), chunk, real_dtype)
     syn_embedded = net.embed(m.augment_by_class(dsa, syn, syn_counts, params))
     return (m.segment_means(real_embedded, real_counts) - m.segment_means(syn_embedded, syn_counts)).pow(2).sum()
 
@@ -88,13 +94,14 @@ def dm_loss_per_class(
     syn_counts: Sequence[int],
     params: Sequence[AugParams] | None,
     chunk: int | None = None,
+    real_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """The same loss computed one class at a time, as the reference does (for comparison and timing)."""
     loss = syn.new_zeros(())
     for k, (xr, xs) in enumerate(zip(real.split(list(real_counts)), syn.split(list(syn_counts)))):
         if params is not None:
             xr, xs = dsa.apply(xr, params[k]), dsa.apply(xs, params[k])
-        real_mean = embed_real(net, xr, chunk).mean(0)
+        real_mean = embed_real(net, xr, chunk, real_dtype).mean(0)
         loss = loss + (real_mean - net.embed(xs).mean(0)).pow(2).sum()
     return loss
 
@@ -124,6 +131,7 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
     optimizer = torch.optim.SGD([syn.z], lr=lr, momentum=config.momentum)
     loss_fn = dm_loss if config.batched else dm_loss_per_class
     chunk = real_chunk(device, config, private.image_shape)
+    real_dtype = torch.bfloat16 if getattr(config, "real_precision", "fp32") == "bf16" else None
     # The ConvNet normalises with ``stats``, so DSA works in that same space (as in the reference); the
     # ResNet-18 gets the same augmented [0, 1] images and normalises them its own way.
     dsa = DSA(config.dsa_strategy, mean=stats[0], std=stats[1])
@@ -133,7 +141,7 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
             net = fixed if fixed is not None else m.iteration_net(private, stats, config, ctx.seed, name, it, device)
             x_real, real_counts = real.draw()
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
-            loss = loss_fn(net, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, chunk)
+            loss = loss_fn(net, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, chunk, real_dtype)
             log.add(m.descend(optimizer, loss))
         losses = log.values()
     return m.matched_release(

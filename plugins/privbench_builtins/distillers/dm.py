@@ -46,6 +46,9 @@ class DMConfig:
     feature_extractor: Literal["random_convnet", "resnet18"] = "random_convnet"
     # resnet18's ImageNet weights file; empty: $TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth. Never downloaded.
     feature_weights: str = ""
+    # The real images' forward pass (no gradient) in float32, or under bf16 autocast (on CUDA, or a CPU
+    # with AVX-512 BF16 / AMX); the synthetic side and the loss stay float32. Off until measured to help.
+    real_precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         # dsa_strategy is checked when distilling: its parser imports torch, and listing plugins must not.
