@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from helpers import assert_one_line_error, make_distribution, run_subprocess
 from privbench.plugins import get_registry, load_registry
@@ -257,3 +258,30 @@ def test_load_plugins_names_may_have_spaces_around_them(monkeypatch):
 
     monkeypatch.setenv(ENV_LOAD, " privbench-coreset , Other_Pkg,, ")
     assert _allowed_distributions() == {"privbench-coreset", "other-pkg"}
+
+
+def test_testing_helpers_take_a_config_field_named_like_their_own_arguments():
+    """``config={"seed": ...}`` reaches the plugin's Config; the helper's own ``seed`` seeds the run."""
+    from dataclasses import dataclass
+
+    from privbench.api import Distiller, Release
+    from privbench.testing import distill, tiny_dataset
+
+    @dataclass(frozen=True)
+    class SeedConfig:
+        seed: int = 0
+
+    class Seeded(Distiller):
+        name = "seeded"
+        Config = SeedConfig
+
+        def distill(self, private, ipc, config, ctx):
+            pick = [int((private.train.labels == c).nonzero()[config.seed % 2]) for c in range(private.num_classes)]
+            return Release(private.train.images[pick], private.train.labels[pick],
+                           {"method": self.name, "ipc": ipc, "run_seed": ctx.seed})
+
+    data = tiny_dataset()
+    a = distill(Seeded, data, 1, seed=7, config={"seed": 1})
+    b = distill(Seeded, data, 1, seed=7)
+    assert a.manifest["config"] == {"seed": 1} and b.manifest["config"] == {"seed": 0}
+    assert not torch.equal(a.images, b.images)
