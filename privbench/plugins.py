@@ -194,7 +194,10 @@ def _provides_nothing(module: Any, hooks: list[str]) -> str:
 
 
 def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Registry:
-    """Load every plugin entry point and return the records. Never raises."""
+    """Load every plugin entry point and return the records.
+
+    A plugin that fails, even by ``sys.exit``, is a record; only an interrupt (Ctrl-C, SIGTERM) propagates.
+    """
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     records: list[PluginRecord] = [] if entry_points is not None else _load_list_warnings()
@@ -211,8 +214,8 @@ def load_registry(entry_points: Iterable[md.EntryPoint] | None = None) -> Regist
         try:
             module = ep.load()
         except BaseException as exc:  # noqa: BLE001 - a plugin may even call sys.exit
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+            if not isinstance(exc, (Exception, SystemExit)):
+                raise  # Ctrl-C, or SIGTERM (the CLI's Terminated) arriving while the module imports
             fail(f"import failed: {one_line(exc)}")
             continue
         try:

@@ -160,3 +160,17 @@ def test_cuda_without_gpu(cli, tmp_path):
     if torch.cuda.is_available():
         return
     assert_one_line_error(_distill(cli, "digits", tmp_path / "o", "--device", "cuda"), "no cuda gpu")
+
+
+def test_sigterm_while_the_plugins_load_is_one_line_and_exit_143(monkeypatch, capsys):
+    """The signal can land before any command runs (plugin commands are registered first): still one line."""
+    import privbench.cli as cli_mod
+
+    def interrupted() -> None:
+        raise cli_mod.Terminated()
+
+    monkeypatch.setattr(cli_mod, "_register_plugin_commands", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_mod.main(["plugins"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 143 and err.strip() == "privbench: error: terminated; finished work is kept, rerun to resume"

@@ -285,3 +285,21 @@ def test_testing_helpers_take_a_config_field_named_like_their_own_arguments():
     b = distill(Seeded, data, 1, seed=7)
     assert a.manifest["config"] == {"seed": 1} and b.manifest["config"] == {"seed": 0}
     assert not torch.equal(a.images, b.images)
+
+
+def test_an_interrupt_while_a_plugin_imports_is_not_taken_for_its_failure(tmp_path, monkeypatch):
+    """SIGTERM (the CLI raises a BaseException) during a module's import must stop the command, not be recorded."""
+    site = tmp_path / "site"
+    make_distribution(site, "fake-exiting", "fake_exiting", "import sys\nsys.exit(4)\n", {"fake_exiting": "fake_exiting"})
+    make_distribution(site, "fake-interrupted", "fake_interrupted",
+                      "from privbench.cli import Terminated\nraise Terminated()\n",
+                      {"fake_interrupted": "fake_interrupted"})
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-exiting")
+    exiting = [r for r in load_registry().records if r.distribution == "fake-exiting"]
+    assert exiting and exiting[0].status == "error" and "import failed" in exiting[0].error
+    from privbench.cli import Terminated
+
+    monkeypatch.setenv("PRIVBENCH_LOAD_PLUGINS", "fake-interrupted")
+    with pytest.raises(Terminated):
+        load_registry()

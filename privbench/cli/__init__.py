@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     set_debug(False)
-    _add_builtin_commands()
-    _register_plugin_commands()
-    try:
+    try:  # from here on, SIGTERM and Ctrl-C are one line too, even while the plugins load
+        _add_builtin_commands()
+        _register_plugin_commands()
         result = cli.main(args=argv, prog_name="privbench", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
