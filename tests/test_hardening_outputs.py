@@ -203,15 +203,20 @@ def test_sigterm_leaves_no_staging_and_exits_143(tmp_path, command):
         args = ["run", str(suite), "--out", str(out), "-q", "--no-report"]
     proc = subprocess.Popen([sys.executable, "-m", "privbench", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
-    staging_seen = False
-    while time.time() < deadline and not staging_seen:
-        time.sleep(0.5)
-        staging_seen = bool(_leftovers(tmp_path)) or bool(out.exists() and _leftovers(out / "jobs")
-                                                          if (out / "jobs").is_dir() else False)
-    assert staging_seen, "the command never started writing"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        staging_seen = False
+        while time.time() < deadline and not staging_seen:
+            time.sleep(0.5)
+            staging_seen = bool(_leftovers(tmp_path)) or bool(out.exists() and _leftovers(out / "jobs")
+                                                              if (out / "jobs").is_dir() else False)
+        assert staging_seen, "the command never started writing"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # a command that ignored the signal must not outlive the test
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143, err
     assert "Traceback" not in err and err.strip().startswith("privbench: error: terminated")
     assert _leftovers(tmp_path) == []
