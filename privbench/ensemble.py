@@ -29,7 +29,7 @@ from torch import nn
 from privbench.api import RunContext
 from privbench.errors import UserError
 from privbench.nets import ConvNet
-from privbench.training import TrainConfig, check_inputs, make_dsa, protocol_optimizer, stage
+from privbench.training import TrainConfig, autocast, check_inputs, make_dsa, protocol_optimizer, stage
 
 
 def can_ensemble(models: Sequence[nn.Module]) -> bool:
@@ -106,9 +106,10 @@ def train_ensemble(
                     xs.append(dsa(x, g, per_sample=True) if dsa is not None else x)
                     ys.append(y_all[idx.to(y_all.device)].to(device, non_blocking=True))
                 y = torch.stack(ys)
-                logits = batched_forward(params, buffers, torch.stack(xs))
-                per_image = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
-                                            label_smoothing=config.label_smoothing)
+                with autocast(config, device):
+                    logits = batched_forward(params, buffers, torch.stack(xs)).float()
+                    per_image = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none",
+                                                label_smoothing=config.label_smoothing)
                 loss = per_image.view(k, -1).mean(1).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -43,7 +43,9 @@ class TrainConfig:
     is multiplied by ``lr_decay_factor`` (0 or >= 1: never). ``dsa`` turns
     augmentation on; ``dsa_strategy`` chooses the operations (see
     :mod:`privbench.augment`). Augmentation is drawn independently per image,
-    as the reference does while training a model.
+    as the reference does while training a model. ``precision="bf16"`` runs
+    the forward pass and the loss under bf16 autocast (CUDA, or a CPU with
+    AVX-512 BF16 / AMX); parameters, gradients and the optimiser stay float32.
     """
 
     epochs: int
@@ -57,6 +59,7 @@ class TrainConfig:
     dsa_strategy: str = DEFAULT_STRATEGY
     loss: Literal["cross_entropy"] = "cross_entropy"
     label_smoothing: float = 0.0
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -69,6 +72,8 @@ class TrainConfig:
             raise UserError(f"unknown loss {self.loss!r}; valid: cross_entropy")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"precision must be fp32 or bf16, got {self.precision!r}")
         parse_strategy(self.dsa_strategy)
 
     @property
@@ -77,6 +82,11 @@ class TrainConfig:
         if not 0 < self.lr_decay_at < 1:
             return None
         return max(1, int(round(self.epochs * self.lr_decay_at)))
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    """The autocast context of ``config.precision`` on ``device`` (a no-op for fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
 
 
 def derive_seed(seed: int, *purpose: object) -> int:
@@ -162,8 +172,9 @@ def train_classifier(
                 y = y_all[idx.to(y_all.device)].to(device, non_blocking=True)
                 if dsa is not None:
                     x = dsa(x, gen, per_sample=True)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+                with autocast(config, device):
+                    logits = model(x).float()
+                    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -60,7 +60,9 @@ class UtilityConfig:
     the same initialisation and data order per seed, up to float rounding);
     ResNets and batch norm always train one seed after another, as does
     every model with ``"off"``. ``"auto"`` is on for a CUDA device and off
-    on a CPU (:data:`ENSEMBLE_AUTO_DEVICES`). ``weights`` is a local
+    on a CPU (:data:`ENSEMBLE_AUTO_DEVICES`). ``precision="bf16"`` trains
+    under bf16 autocast (off by default: the protocol is float32; measured in
+    docs/benchmarks.md). ``weights`` is a local
     state-dict file for the ResNets (never downloaded).
 
     Inputs are normalised with the per-channel mean and std of the release
@@ -81,6 +83,7 @@ class UtilityConfig:
     norm: Literal["instancenorm", "batchnorm", "none"] = "instancenorm"
     weights: str | None = None
     ensemble: Literal["auto", "on", "off"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         self.train_config()  # refuse bad values before any work
@@ -95,6 +98,7 @@ class UtilityConfig:
             lr_decay_at=self.lr_decay_at,
             dsa=self.dsa,
             dsa_strategy=self.dsa_strategy,
+            precision=self.precision,
         )
 
 

@@ -135,3 +135,20 @@ def test_cli_any_ipc_runs(cli, tmp_path):
                  "--no-evaluate", "--device", "cpu", "--out", out)
     assert result.code == 0, result.err
     assert (out / "release.json").is_file() and (out / "preview.png").is_file()
+
+
+def test_bf16_precision_keeps_the_loss_close_and_the_release_valid(digits):
+    """precision=bf16: the real gradients under autocast give a loss within bf16 rounding; float32 images out."""
+    stats = _matching.image_stats(digits)
+    net = _matching.matching_net(digits, stats, seed=1, width=16, depth=2, norm="instancenorm")
+    dsa = DSA("none", mean=stats[0], std=stats[1])
+    real, counts = digits.train.images[:60], [20, 20, 20]
+    z = digits.train.images[60:66].clone().requires_grad_(True)
+    grads = _gm.ClassGradients(net, False)
+    full = _gm.gm_loss(grads, dsa, real, counts, z, [2, 2, 2], None)
+    half = _gm.gm_loss(grads, dsa, real, counts, z, [2, 2, 2], None, real_dtype=torch.bfloat16)
+    assert half.dtype == torch.float32 and not torch.equal(full, half)
+    assert float(half.detach()) == pytest.approx(float(full.detach()), rel=0.1)
+    release = distill(GradientMatching, digits, 1, seed=0, iterations=2, precision="bf16", inner_loop=2,
+                      outer_loop=2, **SMALL)
+    assert release.images.dtype == torch.float32 and 0 <= float(release.images.min()) <= float(release.images.max()) <= 1

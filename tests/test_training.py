@@ -128,3 +128,20 @@ def test_derive_seed_is_stable_and_separates_purposes():
     assert derive_seed(3, "init") == derive_seed(3, "init")
     assert derive_seed(3, "init") != derive_seed(3, "batches") != derive_seed(4, "init")
     assert 0 <= derive_seed(3, "init") < 2**63
+
+
+def test_bf16_training_learns_and_keeps_float32_weights(digits):
+    x, y = digits.train.images[:200], digits.train.labels[:200]
+    ctx = RunContext()
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model = make_model("convnet", 1, 10, 16, seed=0, width=16, depth=2)
+        config = TrainConfig(epochs=15, batch_size=64, dsa=False, precision=precision)
+        runs[precision] = train_classifier(model, x, y, config, ctx, generator=torch.Generator().manual_seed(1))
+    weights = [dict(m.named_parameters())["classifier.weight"] for m in runs.values()]
+    assert all(w.dtype == torch.float32 for w in weights) and not torch.equal(*weights)  # bf16 really ran
+    scores = {p: classification_scores(predict_proba(m, digits.test.images, ctx), digits.test.labels, 10)["accuracy"]
+              for p, m in runs.items()}
+    assert scores["bf16"] > 0.6 and abs(scores["bf16"] - scores["fp32"]) < 0.15, scores
+    with pytest.raises(UserError, match="precision"):
+        TrainConfig(epochs=1, precision="fp16")

@@ -148,9 +148,16 @@ def gm_loss(
     syn: torch.Tensor,
     syn_counts: Sequence[int],
     params: Sequence[AugParams] | None,
+    real_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The DC loss summed over classes, each class's real and synthetic batch under one DSA draw."""
-    real_grads = grads(m.augment_by_class(dsa, real, real_counts, params), real_counts, differentiable=False)
+    """The DC loss summed over classes, each class's real and synthetic batch under one DSA draw.
+
+    ``real_dtype`` (``torch.bfloat16``) computes the real images' gradients under autocast.
+    """
+    x_real = m.augment_by_class(dsa, real, real_counts, params)
+    with torch.autocast(real.device.type, dtype=real_dtype or torch.bfloat16, enabled=real_dtype is not None):
+        real_grads = grads(x_real, real_counts, differentiable=False)
+    real_grads = {n: g.float() for n, g in real_grads.items()}
     syn_grads = grads(m.augment_by_class(dsa, syn, syn_counts, params), syn_counts, differentiable=True)
     return gradient_distance(syn_grads, real_grads, classes=True)
 
@@ -194,7 +201,9 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
         lr_decay_at=0.0,
         dsa=dsa.enabled,
         dsa_strategy=config.dsa_strategy if dsa.enabled else "none",
+        precision=getattr(config, "precision", "fp32"),
     )
+    real_dtype = torch.bfloat16 if getattr(config, "precision", "fp32") == "bf16" else None
     quiet = ctx.derive(progress=ProgressReporter())
     vectorise = config.class_batching == "vmap" or (config.class_batching == "auto" and device.type == "cuda")
     labels = syn.labels.to(device)
@@ -213,7 +222,7 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
                     freeze_batchnorm(net, bn_sample)
                 x_real, real_counts = real.draw()
                 params = m.sample_per_class(dsa, aug_generator, private.num_classes)
-                loss = gm_loss(grads, dsa, x_real, real_counts, syn.pixels(), syn.counts, params)
+                loss = gm_loss(grads, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, real_dtype)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward(inputs=[syn.z])
                 optimizer.step()

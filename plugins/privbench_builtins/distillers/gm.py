@@ -46,6 +46,9 @@ class GMConfig:
     # vectorised call; "loop", one class at a time as the reference does; "auto", vmap on a GPU and
     # the loop on a CPU, where vmap's grouped convolutions measured 1.3x to 2.6x slower.
     class_batching: Literal["auto", "vmap", "loop"] = "auto"
+    # The inner loop's training and the real images' gradients in float32, or under bf16 autocast (CUDA, or
+    # a CPU with AVX-512 BF16 / AMX); the synthetic images' gradients and the matching loss stay float32.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         # dsa_strategy is checked when distilling: its parser imports torch, and listing plugins must not.
