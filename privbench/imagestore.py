@@ -171,7 +171,7 @@ class ImageStore:
         return func(*_whole(args), **_whole(kwargs or {}))
 
     def __getattr__(self, name: str):
-        if name.startswith("__") or name.startswith("_"):
+        if name.startswith("_"):
             raise AttributeError(name)
         return getattr(self.materialise(), name)
 

@@ -84,9 +84,19 @@ class TrainConfig:
         return max(1, int(round(self.epochs * self.lr_decay_at)))
 
 
+def precision_dtype(precision: str) -> torch.dtype | None:
+    """``torch.bfloat16`` for ``"bf16"``, None (float32) for ``"fp32"``."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast_as(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device``; a no-op for None (float32)."""
+    return torch.autocast(torch.device(device).type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
 def autocast(config: TrainConfig, device: torch.device):
     """The autocast context of ``config.precision`` on ``device`` (a no-op for fp32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    return autocast_as(device, precision_dtype(config.precision))
 
 
 def derive_seed(seed: int, *purpose: object) -> int:

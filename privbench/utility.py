@@ -191,8 +191,8 @@ def train_seeds(
                              progress_label=f"{model_name.lower()} seeds {seeds[0]}-{seeds[-1]}" if seeds else None)
 
 
-def trains_together(config: UtilityConfig, images: int, ctx: RunContext) -> bool:
-    """Whether ``config.ensemble`` asks for one ensemble on this device for releases of ``images`` images."""
+def trains_together(config: UtilityConfig, ctx: RunContext) -> bool:
+    """Whether ``config.ensemble`` asks for one ensemble on this run's device."""
     return config.ensemble == "on" or (
         config.ensemble == "auto" and ctx.torch_device.type in ENSEMBLE_AUTO_DEVICES)
 
@@ -211,8 +211,9 @@ def train_on_releases(
 
     ``dataset`` is the data every release was made from, or one per release
     (shadow pipelines, each with its own private set). Releases of one shape
-    (the seeds of a utility score, the shadow releases of an audit) train as one ensemble when ``config.ensemble`` allows, with
-    the same initialisation and data order per model (up to float rounding).
+    (the seeds of a utility score, the shadow releases of an audit) train as
+    one ensemble when ``config.ensemble`` allows, with the same
+    initialisation and data order per model (up to float rounding).
     """
     from privbench.ensemble import can_ensemble, train_ensemble
 
@@ -230,7 +231,7 @@ def train_on_releases(
     models = [model for model, _ in fresh]
     train = config.train_config()
     one_shape = all(r.images.shape == releases[0].images.shape for r in releases)
-    if one_shape and trains_together(config, len(releases[0]), ctx) and can_ensemble(models):
+    if one_shape and trains_together(config, ctx) and can_ensemble(models):
         return train_ensemble(models, [r.images for r in releases], [r.labels for r in releases], train, ctx,
                               generators=[g for _, g in fresh],
                               progress_label=progress_label or f"{key} x {len(models)}")

@@ -178,29 +178,14 @@ def _guess_channels(files: list[Path]) -> int:
     return 1
 
 
-def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> np.ndarray:
+def _cache_file(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> Path | None:
+    """Where the decoded files live in the cache (one entry for the in-memory and the streamed loader)."""
+    return cache_dir / "folders" / f"{file_list_key(files, (size, channels))}.npy" if cache_dir else None
+
+
+def _decoded_chunks(files: list[Path], size: int, channels: int):
+    """uint8 N x C x H x W chunks of :data:`DECODE_CHUNK` files, decoded by a thread pool, in order."""
     mode = "L" if channels == 1 else "RGB"
-    key = file_list_key(files, (size, channels))
-    cache_file = cache_dir / "folders" / f"{key}.npy" if cache_dir else None
-    cached = load_cached(cache_file, lambda a: a.shape[0] == len(files))
-    if cached is not None:
-        return cached
-    for f in files:  # declared sizes first, in this thread, before any decoding
-        image_size(f)
-    workers = min(8, (os.cpu_count() or 2))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(lambda p: _decode(p, size, mode), files))
-    arr = np.stack(decoded)
-    if arr.ndim == 3:
-        arr = arr[:, None]
-    else:
-        arr = np.transpose(arr, (0, 3, 1, 2))
-    arr = np.ascontiguousarray(arr)
-    store_cached(cache_file, arr)
-    return arr
-
-
-def _decoded_chunks(files: list[Path], size: int, mode: str):
     workers = min(8, (os.cpu_count() or 2))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(files), DECODE_CHUNK):
@@ -208,13 +193,24 @@ def _decoded_chunks(files: list[Path], size: int, mode: str):
             yield arr[:, None] if arr.ndim == 3 else np.transpose(arr, (0, 3, 1, 2))
 
 
+def _decode_all(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> np.ndarray:
+    cache_file = _cache_file(files, size, channels, cache_dir)
+    cached = load_cached(cache_file, lambda a: a.shape[0] == len(files))
+    if cached is not None:
+        return cached
+    for f in files:  # declared sizes first, in this thread, before any decoding
+        image_size(f)
+    arr = np.ascontiguousarray(np.concatenate(list(_decoded_chunks(files, size, channels))))
+    store_cached(cache_file, arr)
+    return arr
+
+
 def _decode_to_store(files: list[Path], size: int, channels: int, cache_dir: Path | None) -> ImageStore:
     """The files decoded into the cache a chunk at a time (once), opened as a store."""
     if cache_dir is None:
         raise UserError("a streamed folder is decoded into the cache directory; set PRIVBENCH_CACHE_DIR to a "
                         "writable folder")
-    key = file_list_key(files, (size, channels))
-    cache_file = cache_dir / "folders" / f"{key}.npy"
+    cache_file = _cache_file(files, size, channels, cache_dir)
     shape = (len(files), channels, size, size)
     if cache_file.is_file():
         try:
@@ -224,7 +220,7 @@ def _decode_to_store(files: list[Path], size: int, channels: int, cache_dir: Pat
     for f in files:  # declared sizes first, before any decoding
         image_size(f)
     try:
-        store_rows(cache_file, shape, _decoded_chunks(files, size, "L" if channels == 1 else "RGB"))
+        store_rows(cache_file, shape, _decoded_chunks(files, size, channels))
     except OSError as exc:
         raise UserError(f"cannot write the image cache {printable(cache_file)}: {exc.strerror or exc}") from exc
     return ImageStore.open(cache_file, shape)

@@ -24,6 +24,7 @@ import torch
 
 from privbench.api import Dataset, Release, RunContext
 from privbench.augment import DSA, AugParams
+from privbench.training import autocast_as, precision_dtype
 
 from . import _matching as m
 
@@ -62,7 +63,7 @@ def embed_real(net: torch.nn.Module, x: torch.Tensor, chunk: int | None,
     ``dtype`` (``torch.bfloat16``) runs the pass under autocast, float32 out;
     None computes in float32.
     """
-    with torch.no_grad(), torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+    with torch.no_grad(), autocast_as(x.device, dtype):
         if chunk is None or x.shape[0] <= chunk:
             return net.embed(x).float()
         return torch.cat([net.embed(part).float() for part in x.split(chunk)])
@@ -131,7 +132,7 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
     optimizer = torch.optim.SGD([syn.z], lr=lr, momentum=config.momentum)
     loss_fn = dm_loss if config.batched else dm_loss_per_class
     chunk = real_chunk(device, config, private.image_shape)
-    real_dtype = torch.bfloat16 if getattr(config, "real_precision", "fp32") == "bf16" else None
+    real_dtype = precision_dtype(getattr(config, "real_precision", "fp32"))
     # The ConvNet normalises with ``stats``, so DSA works in that same space (as in the reference); the
     # ResNet-18 gets the same augmented [0, 1] images and normalises them its own way.
     dsa = DSA(config.dsa_strategy, mean=stats[0], std=stats[1])

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from privbench.api import Dataset, ProgressReporter, Release, RunContext
 from privbench.augment import DSA, AugParams
-from privbench.training import TrainConfig, train_classifier
+from privbench.training import TrainConfig, autocast_as, precision_dtype, train_classifier
 
 from . import _matching as m
 
@@ -155,7 +155,7 @@ def gm_loss(
     ``real_dtype`` (``torch.bfloat16``) computes the real images' gradients under autocast.
     """
     x_real = m.augment_by_class(dsa, real, real_counts, params)
-    with torch.autocast(real.device.type, dtype=real_dtype or torch.bfloat16, enabled=real_dtype is not None):
+    with autocast_as(real.device, real_dtype):
         real_grads = grads(x_real, real_counts, differentiable=False)
     real_grads = {n: g.float() for n, g in real_grads.items()}
     syn_grads = grads(m.augment_by_class(dsa, syn, syn_counts, params), syn_counts, differentiable=True)
@@ -203,7 +203,7 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
         dsa_strategy=config.dsa_strategy if dsa.enabled else "none",
         precision=getattr(config, "precision", "fp32"),
     )
-    real_dtype = torch.bfloat16 if getattr(config, "precision", "fp32") == "bf16" else None
+    real_dtype = precision_dtype(train_config.precision)
     quiet = ctx.derive(progress=ProgressReporter())
     vectorise = config.class_batching == "vmap" or (config.class_batching == "auto" and device.type == "cuda")
     labels = syn.labels.to(device)
