@@ -109,3 +109,62 @@ def test_pretrained_resnet_adapted_to_one_channel(tmp_path):
     assert torch.allclose(model.backbone.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
     assert torch.equal(model.backbone.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
     assert model.classifier.out_features == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(3, 8, 32, 32), (2, 5, 7, 9), (1, 128, 16, 16)])
+def test_pool_as_convolution_is_the_pool_bit_for_bit(shape, dtype):
+    from privbench.nets import AvgPool2x2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3)).to(dtype).requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    ours, native = AvgPool2x2()(x), torch.nn.AvgPool2d(2, 2)(y)
+    assert ours.dtype == native.dtype and torch.equal(ours, native)
+    up = torch.randn(native.shape, generator=torch.Generator().manual_seed(4)).to(dtype)
+    ours.backward(up)
+    native.backward(up)
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_pool_as_convolution_under_autocast_vmap_and_its_fallbacks(monkeypatch):
+    from torch.func import vmap
+
+    from privbench import nets
+
+    pool, native = nets.AvgPool2x2(), torch.nn.AvgPool2d(2, 2)
+    x = torch.randn(2, 4, 6, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # pools in the input's dtype, as the native pool does
+        assert pool(x).dtype == torch.float32 and torch.equal(pool(x), native(x))
+    stacked = torch.randn(3, 2, 4, 6, 8)  # an ensemble's feature maps: one model per leading index
+    assert torch.equal(vmap(pool)(stacked), native(stacked.flatten(0, 1)).view(3, 2, 4, 3, 4))
+    wide = x.transpose(2, 3)  # not contiguous: the native pool
+    assert torch.equal(pool(wide), native(wide))
+    calls = []
+    monkeypatch.setattr(nets.F, "conv2d", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(nets, "POOL_AS_CONV_BYTES", x.element_size() * x.nelement() - 1)
+    assert torch.equal(pool(x), native(x)) and not calls  # above the size limit: the native pool
+    monkeypatch.setattr(nets, "POOL_AS_CONV_BYTES", 1 << 30)
+    pool(x)
+    assert calls  # and below it the convolution
+
+
+def test_convnet_trains_as_before_the_pool_and_in_place_activations():
+    """ConvNet's weights after SGD steps equal those of the same layers built from torch's modules."""
+    from torch import nn
+
+    net = make_model("convnet", 1, 3, 16, seed=2, width=8, depth=2)
+    plain = make_model("convnet", 1, 3, 16, seed=2, width=8, depth=2)
+    plain.features = nn.Sequential(*[
+        nn.AvgPool2d(2, 2) if isinstance(m, nn.AvgPool2d) else nn.ReLU() if isinstance(m, nn.ReLU) else m
+        for m in plain.features
+    ])
+    assert any(isinstance(m, nn.ReLU) and m.inplace for m in net.features)
+    x, y = torch.randn(12, 1, 16, 16), torch.randint(0, 3, (12,))
+    for model in (net, plain):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(5):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(net.parameters(), plain.parameters()):
+        assert torch.equal(a, b)
