@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import ray
 
 from privbench.errors import UserError
+from privbench.allocator import tune_host_allocator
 from privbench.executors import ExecutorOptions, SerialExecutor, failure_reason, set_threads
 
 ENV_PASSED = ("PYTHONPATH", "TORCH_HOME", "XDG_CACHE_HOME", "HF_HOME", "MEDMNIST_ROOT")
@@ -142,6 +143,7 @@ def _job_task(job: Any, dataset_box: list, release_box: list | None, settings: A
     from privbench.jobs import execute_job, job_run
     from privbench.plugins import get_registry
 
+    tune_host_allocator()
     set_threads(settings.threads)
     dataset = _fetch(dataset_box)
     executor = RayExecutor(options, worker_of=(hub, {id(dataset): dataset_box[0]}, job.key))
@@ -174,6 +176,7 @@ def _map_task(fn: Callable, boxes: dict[str, list], item: Any, fields: dict[str,
     """One piece of an attack on a worker; returns its value and the warnings it gave."""
     from privbench.engine import make_run_context
 
+    tune_host_allocator()
     set_threads(threads)
     hub.begin.remote(key, _worker_name(), label)
     try:

@@ -18,6 +18,7 @@ import sys
 import click
 
 import privbench
+from privbench.allocator import tune_host_allocator
 from privbench.errors import PluginFailure, UserError
 from privbench.errors import out_of_memory as _out_of_memory
 from privbench.failures import ENV_DEBUG, set_debug
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     set_debug(False)
+    tune_host_allocator()
     try:  # from here on, SIGTERM and Ctrl-C are one line too, even while the plugins load
         _add_builtin_commands()
         _register_plugin_commands()
