@@ -7,7 +7,8 @@ the per-class loop on the GPU (on digits, and on ``--data`` when given), and the
 quickstart once more on a local Ray with two tasks per GPU (needs the ``ray`` extra),
 and the ratios of ``speed.py`` and ``precision.py`` on the GPU (seeds and shadow
 target models as one ensemble against one at a time, GM's vmap step against
-its loop, DM's bf16 real pass against float32);
+its loop, DM's bf16 real pass against float32, DM and a utility ConvNet with
+``compile`` against eager, and a distillation with every ``compile`` option on);
 prints one JSON line per check and writes nothing outside OUT. Usage::
 
     python benchmarks/device_check.py --out /tmp/device-check [--data npz:PATH]
@@ -37,6 +38,11 @@ CHECKS = [
                                "--set", "mia.game=method", "--set", "mia.pipelines=4",
                                "--set", "mia.target_steps=100"]),
     ("metrics", ["metrics", "{out}/distill-dm", "{out}/distill-ddm"]),
+    ("distill dm compiled", ["distill", "--data", "digits", "--method", "dm", "--ipc", "10", "--set",
+                             "iterations=200", "--set", "compile=true", "--eval-seeds", "2", "--eval-set",
+                             "epochs=100", "--eval-set", "compile=true"]),
+    ("distill gm compiled", ["distill", "--data", "digits", "--method", "gm", "--ipc", "1", "--set", "iterations=20",
+                             "--set", "compile=true", "--no-evaluate"]),
     ("run quickstart", ["run", "quickstart"]),
     ("run quickstart, ray", ["run", "quickstart", "--executor", "ray", "--gpus-per-task", "0.5"]),
 ]
@@ -78,7 +84,7 @@ def speed_figures(spec: str, device: str, epochs: int) -> dict:
     """The ratios of benchmarks/speed.py and benchmarks/precision.py, measured on ``device``."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from precision import step_seconds
-    from speed import time_dm, time_gm, time_shadows, time_utility
+    from speed import time_compile, time_dm, time_gm, time_shadows, time_utility
 
     from privbench.data import load_dataset
     from privbench.engine import resolve_device
@@ -90,6 +96,7 @@ def speed_figures(spec: str, device: str, epochs: int) -> dict:
     gm = time_gm(dataset, 2, device)
     dm = time_dm(dataset, 8, device)
     fp32, bf16 = (step_seconds(dataset, p, 8, device) for p in ("fp32", "bf16"))
+    c = time_compile(dataset, 8, epochs, device)
     return {"check": f"speed {dataset.name}", "device": device, "ok": True, "epochs": epochs,
             "utility_5_seeds_s": {k: round(v, 2) for k, v in u.items()},
             "utility_ensemble_speedup": round(u["sequential"] / u["ensemble"], 2),
@@ -98,7 +105,11 @@ def speed_figures(spec: str, device: str, epochs: int) -> dict:
             "gm_s_per_iteration": {k: round(v, 3) for k, v in gm.items()},
             "gm_vmap_speedup": round(gm["loop"] / gm["vmap"], 2),
             "dm_s_per_iteration": {k: round(v, 4) for k, v in dm.items()},
-            "dm_bf16_speedup": round(fp32 / bf16, 2)}
+            "dm_bf16_speedup": round(fp32 / bf16, 2),
+            "dm_compile_speedup": round(c["dm False"] / c["dm True"], 2),
+            "dm_compile_loss_difference": c["dm loss diff"],
+            "train_compile_speedup": round(c["train False"] / c["train True"], 2),
+            "train_compile_balanced_accuracy": [c[f"accuracy {f}"]["balanced_accuracy"] for f in (False, True)]}
 
 
 def main() -> int:

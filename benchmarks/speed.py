@@ -17,7 +17,15 @@ meanwhile all the same (on two cores a second torch job slows the first 2-3x).
   pass (``batched=true``) and with the reference's per-class loop;
 * GM: the seconds per iteration of ``gm`` at ipc 10 (outer 2, inner 5: a
   tenth of the published loops) with the per-class gradients in one vmap call
-  and in the reference's per-class loop.
+  and in the reference's per-class loop;
+* compile: DM's iterations per second with ``compile`` off and on (each after
+  a warm-up run, which for the compiled one includes compiling) and the
+  largest relative difference of the two loss histories from one seed; one
+  utility ConvNet's training, eager and compiled, with each model's balanced
+  accuracy on the test split.
+
+The process tunes the host allocator as the command line does
+(:mod:`privbench.allocator`).
 
 Writes the ``speed`` section of docs/benchmarks.md.
 """
@@ -107,6 +115,42 @@ def time_dm(dataset, iterations: int, device: str = "cpu") -> dict:
     return out
 
 
+def time_compile(dataset, iterations: int, epochs: int, device: str = "cpu") -> dict:
+    """DM and the training loop eager and compiled: time, loss and accuracy side by side."""
+    from privbench.api import RunContext
+    from privbench.engine import run_distiller
+    from privbench.plugins import get_registry
+    from privbench.training import classification_scores, predict_proba
+    from privbench.utility import UtilityConfig, train_seeds
+
+    registry = get_registry()
+    out = {}
+    for flag in (False, True):
+        overrides = {"iterations": iterations, "compile": flag}
+        t0 = time.perf_counter()
+        run_distiller(registry, "dm", dataset, 10, {**overrides, "iterations": 2}, RunContext(seed=0, device=device))
+        out[f"dm warm-up {flag}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        release = run_distiller(registry, "dm", dataset, 10, overrides, RunContext(seed=1, device=device))
+        out[f"dm {flag}"] = (time.perf_counter() - t0) / iterations
+        out[f"dm loss {flag}"] = release.provenance["loss_history"]
+    eager, comp = out["dm loss False"], out["dm loss True"]
+    out["dm loss diff"] = max(abs(a - b) / max(abs(a), 1e-12) for a, b in zip(eager, comp))
+    release = _release(dataset, 10)
+    for flag in (False, True):
+        ctx = RunContext(seed=0, device=device)
+        t0 = time.perf_counter()
+        train_seeds(release, dataset, "convnet", [0], UtilityConfig(epochs=2, ensemble="off", compile=flag), ctx)
+        out[f"train warm-up {flag}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        (model,) = train_seeds(release, dataset, "convnet", [1], UtilityConfig(epochs=epochs, ensemble="off",
+                                                                              compile=flag), ctx)
+        out[f"train {flag}"] = time.perf_counter() - t0
+        probs = predict_proba(model, dataset.test.images, ctx)
+        out[f"accuracy {flag}"] = classification_scores(probs, dataset.test.labels, dataset.num_classes)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -114,10 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadows", type=int, default=4)
     parser.add_argument("--dm-iterations", type=int, default=10)
     parser.add_argument("--gm-iterations", type=int, default=2)
+    parser.add_argument("--compile-epochs", type=int, default=300)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
     import torch
+
+    from privbench.allocator import tune_host_allocator
+
+    tune_host_allocator()  # as the command line runs
 
     from privbench.data import load_dataset
 
@@ -131,21 +180,23 @@ def main(argv: list[str] | None = None) -> int:
         sh = time_shadows(dataset, args.shadows, args.epochs)
         d = time_dm(dataset, args.dm_iterations)
         gm = time_gm(dataset, args.gm_iterations)
-        rows.append((label, u, sh, d, gm))
-        print(label, u, sh, d, gm, flush=True)
+        c = time_compile(dataset, args.dm_iterations, args.compile_epochs)
+        rows.append((label, u, sh, d, gm, c))
+        print(label, u, sh, d, gm, {k: v for k, v in c.items() if "loss " not in k}, flush=True)
     lines = [
         "## Speed: seeds and shadows as one ensemble, DM's and GM's batched steps",
         "",
         f"Measured {today()} on {machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         "nothing else running; every ratio from two timings taken back to back "
         f"(`python benchmarks/speed.py --seeds {args.seeds} --shadows {args.shadows} --epochs {args.epochs} "
-        f"--dm-iterations {args.dm_iterations} --gm-iterations {args.gm_iterations}`).",
+        f"--dm-iterations {args.dm_iterations} --gm-iterations {args.gm_iterations} "
+        f"--compile-epochs {args.compile_epochs}`).",
         "",
         f"| data | {args.seeds} utility seeds, sequential (s) | as one ensemble (s) | speed-up "
         f"| {args.shadows} shadow target models, sequential (s) | as one ensemble (s) | speed-up |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, u, sh, _, _ in rows:
+    for label, u, sh, *_ in rows:
         lines.append(
             f"| {label} | {u['sequential']:.1f} | {u['ensemble']:.1f} | {u['sequential'] / u['ensemble']:.2f}x "
             f"| {sh['sequential']:.1f} | {sh['ensemble']:.1f} | {sh['sequential'] / sh['ensemble']:.2f}x |"
@@ -156,10 +207,25 @@ def main(argv: list[str] | None = None) -> int:
         "| speed-up |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label, _, _, d, gm in rows:
+    for label, _, _, d, gm, _ in rows:
         lines.append(
             f"| {label} | {d['per_class']:.3f} | {d['batched']:.3f} | {d['per_class'] / d['batched']:.2f}x "
             f"| {gm['loop']:.2f} | {gm['vmap']:.2f} | {gm['loop'] / gm['vmap']:.2f}x |"
+        )
+    lines += [
+        "",
+        "| data | DM it/s, eager | compiled | speed-up | compiling (s) | loss, largest relative difference "
+        f"| one utility ConvNet, {args.compile_epochs} epochs, eager (s) | compiled (s) | speed-up | compiling (s) "
+        "| balanced accuracy %, eager | compiled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, *_, c in rows:
+        e, k = c["accuracy False"]["balanced_accuracy"], c["accuracy True"]["balanced_accuracy"]
+        lines.append(
+            f"| {label} | {1 / c['dm False']:.2f} | {1 / c['dm True']:.2f} | {c['dm False'] / c['dm True']:.2f}x "
+            f"| {c['dm warm-up True'] - c['dm warm-up False']:.0f} | {c['dm loss diff']:.1e} "
+            f"| {c['train False']:.1f} | {c['train True']:.1f} | {c['train False'] / c['train True']:.2f}x "
+            f"| {c['train warm-up True'] - c['train warm-up False']:.0f} | {100 * e:.1f} | {100 * k:.1f} |"
         )
     lines += [
         "",
@@ -171,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         "overhead but none of the arithmetic, which dominates a ConvNet of width 128, and its vectorised "
         "kernels can be slower than one model's: `ensemble=\"auto\"` (and `shadow_ensemble=\"auto\"`) is "
         "therefore on for CUDA and off on a CPU. The gains it is built for need a GPU.",
+        "",
+        "Compile: `compile=true` (`privbench.compiling`) against the eager default, each after a warm-up run "
+        "(2 DM iterations; 2 epochs of training) whose extra time over the eager warm-up is the compiling "
+        f"column. DM as above, {args.dm_iterations} iterations from one seed; its loss histories differ by "
+        "float rounding only. The utility ConvNet: the first seed of the utility protocol on the ipc-10 "
+        "random release, trained one at a time, scored on the test split.",
     ]
     if not args.no_write:
         update_section("speed", "\n".join(lines))

@@ -29,7 +29,9 @@ from torch import nn
 from privbench.api import RunContext
 from privbench.errors import UserError
 from privbench.nets import ConvNet
-from privbench.training import TrainConfig, autocast, check_inputs, make_dsa, protocol_optimizer, stage
+from privbench.training import (
+    TrainConfig, autocast, check_inputs, compiled_step, make_dsa, protocol_optimizer, stage,
+)
 
 
 def can_ensemble(models: Sequence[nn.Module]) -> bool:
@@ -83,7 +85,7 @@ def train_ensemble(
     def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
         return functional_call(skeleton, (p, b), (x,))
 
-    batched_forward = vmap(forward)
+    batched_forward = compiled_step(vmap(forward), config, device, keep=False)
     staged: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}  # one copy of a set models share
     for x, y in zip(image_sets, label_sets):
         if (id(x), id(y)) not in staged:

@@ -29,6 +29,7 @@ from torch import nn
 from privbench.api import ProgressReporter, RunContext
 from privbench.augment import DEFAULT_STRATEGY, DSA, parse_strategy
 from privbench.errors import UserError
+from privbench.compiling import forward
 from privbench.nets import input_stats
 
 ON_DEVICE_LIMIT = 1 << 30
@@ -46,6 +47,8 @@ class TrainConfig:
     as the reference does while training a model. ``precision="bf16"`` runs
     the forward pass and the loss under bf16 autocast (CUDA, or a CPU with
     AVX-512 BF16 / AMX); parameters, gradients and the optimiser stay float32.
+    ``compile`` runs the forward pass through ``torch.compile`` (and, on
+    CUDA, replays it as a CUDA graph; see :mod:`privbench.compiling`).
     """
 
     epochs: int
@@ -60,6 +63,7 @@ class TrainConfig:
     loss: Literal["cross_entropy"] = "cross_entropy"
     label_smoothing: float = 0.0
     precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -74,6 +78,8 @@ class TrainConfig:
             raise UserError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if self.precision not in ("fp32", "bf16"):
             raise UserError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not isinstance(self.compile, bool):
+            raise UserError(f"compile must be true or false, got {self.compile!r}")
         parse_strategy(self.dsa_strategy)
 
     @property
@@ -97,6 +103,23 @@ def autocast_as(device: torch.device, dtype: torch.dtype | None):
 def autocast(config: TrainConfig, device: torch.device):
     """The autocast context of ``config.precision`` on ``device`` (a no-op for fp32)."""
     return autocast_as(device, precision_dtype(config.precision))
+
+
+def compiled_step(fn, config: TrainConfig, device: torch.device, keep: bool = True):
+    """``fn`` as a training step calls it: compiled when ``config.compile``, with CUDA-graph steps marked."""
+    if not config.compile:
+        return fn
+    from privbench.compiling import compiled
+
+    run = compiled(fn, device, cuda_graphs=True, keep=keep)
+    if torch.device(device).type != "cuda":
+        return run
+
+    def step(*args):
+        torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are no longer read
+        return run(*args)
+
+    return step
 
 
 def derive_seed(seed: int, *purpose: object) -> int:
@@ -168,6 +191,7 @@ def train_classifier(
     n = x_all.shape[0]
     dsa = make_dsa(config, model)
     optimizer, schedule = protocol_optimizer(model.parameters(), config)
+    step_forward = compiled_step(forward, config, device)
     model.train()
     shown = type(ctx.progress) is not ProgressReporter
     label = progress_label or f"training {type(model).__name__}"
@@ -183,7 +207,7 @@ def train_classifier(
                 if dsa is not None:
                     x = dsa(x, gen, per_sample=True)
                 with autocast(config, device):
-                    logits = model(x).float()
+                    logits = step_forward(model, x).float()
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -62,7 +62,9 @@ class UtilityConfig:
     every model with ``"off"``. ``"auto"`` is on for a CUDA device and off
     on a CPU (:data:`ENSEMBLE_AUTO_DEVICES`). ``precision="bf16"`` trains
     under bf16 autocast (off by default: the protocol is float32; measured in
-    docs/benchmarks.md). ``weights`` is a local
+    docs/benchmarks.md). ``compile=true`` runs the training's forward pass
+    through ``torch.compile`` (:mod:`privbench.compiling`; off by default,
+    measured in docs/benchmarks.md). ``weights`` is a local
     state-dict file for the ResNets (never downloaded).
 
     Inputs are normalised with the per-channel mean and std of the release
@@ -84,6 +86,7 @@ class UtilityConfig:
     weights: str | None = None
     ensemble: Literal["auto", "on", "off"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.train_config()  # refuse bad values before any work
@@ -99,6 +102,7 @@ class UtilityConfig:
             dsa=self.dsa,
             dsa_strategy=self.dsa_strategy,
             precision=self.precision,
+            compile=self.compile,
         )
 
 

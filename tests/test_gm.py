@@ -152,3 +152,23 @@ def test_bf16_precision_keeps_the_loss_close_and_the_release_valid(digits):
     release = distill(GradientMatching, digits, 1, seed=0, iterations=2, precision="bf16", inner_loop=2,
                       outer_loop=2, **SMALL)
     assert release.images.dtype == torch.float32 and 0 <= float(release.images.min()) <= float(release.images.max()) <= 1
+
+
+@pytest.mark.parametrize("norm", ["instancenorm", "batchnorm"])
+def test_real_gradients_summed_over_chunks_equal_one_pass(digits, norm):
+    """The CPU's chunked real gradients are the full batch's, for every chunk size and uneven classes."""
+    stats = _matching.image_stats(digits)
+    net = _matching.matching_net(digits, stats, seed=2, width=8, depth=2, norm=norm)
+    if norm == "batchnorm":
+        _gm.freeze_batchnorm(net, _matching.RealBatches(digits, 4, torch.device("cpu"), torch.Generator()))
+    real, counts = digits.train.images[:23], [11, 5, 7]
+    whole = _gm.ClassGradients(net, False)(real, counts, differentiable=False)
+    for chunk in (1, 3, 11, 64):
+        parts = _gm.ClassGradients(net, False, chunk)(real, counts, differentiable=False)
+        assert parts.keys() == whole.keys()
+        for name in whole:
+            assert not parts[name].requires_grad
+            assert torch.allclose(parts[name], whole[name], rtol=1e-4, atol=1e-6), (chunk, name)
+    assert _gm.gradient_chunk(torch.device("cuda"), 128, (1, 28, 28)) is None
+    assert _gm.gradient_chunk(torch.device("cpu"), 128, (1, 28, 28)) == 31  # 31 x 128 x 28 x 28 floats: 12 MiB
+    assert _gm.gradient_chunk(torch.device("cpu"), 128, (3, 224, 224)) == 1

@@ -26,6 +26,8 @@ from privbench.api import Dataset, Release, RunContext
 from privbench.augment import DSA, AugParams
 from privbench.training import autocast_as, precision_dtype
 
+from privbench.compiling import maybe_compiled
+
 from . import _matching as m
 
 
@@ -140,6 +142,7 @@ def distribution_matching(private: Dataset, ipc: int, config: Any, ctx: RunConte
         log = m.LossLog(task, scale=private.num_classes)
         for it in range(config.iterations):
             net = fixed if fixed is not None else m.iteration_net(private, stats, config, ctx.seed, name, it, device)
+            net = maybe_compiled(net, getattr(config, "compile", False), device)
             x_real, real_counts = real.draw()
             params = m.sample_per_class(dsa, aug_generator, private.num_classes)
             loss = loss_fn(net, dsa, x_real, real_counts, syn.pixels(), syn.counts, params, chunk, real_dtype)

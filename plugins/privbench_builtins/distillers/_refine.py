@@ -27,6 +27,7 @@ from torch import nn
 
 from privbench.api import RunContext, Split
 from privbench.augment import DSA
+from privbench.compiling import maybe_compiled
 from privbench.nets import channel_stats
 from privbench.training import derive_seed
 
@@ -99,6 +100,7 @@ def refine(
             else:
                 step_net = feature_net(train, num_classes, config, ctx, seed, trained=False,
                                        salt=("refine", salt, step), stats=stats)
+            step_net = maybe_compiled(step_net, getattr(config, "refine_compile", False), device)
             for c, idx in groups_dev.items():
                 if fixed:
                     target, transform = means[c], _identity

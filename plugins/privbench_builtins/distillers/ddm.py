@@ -66,7 +66,8 @@ class DDMConfig:
     ``refine_steps`` 100 Adam steps of ``refine_lr`` 0.01 on the pixels,
     clamped to [0, 1]; ``refine_batch`` 256 candidates per forward pass.
     ``real_batch`` 256 and ``refine_dsa`` (no flip: X-rays have a side) apply
-    to random features only. ``feature_extractor`` resnet18 replaces the
+    to random features only. ``refine_compile`` runs the refinement's
+    network through ``torch.compile`` (off by default). ``feature_extractor`` resnet18 replaces the
     ConvNet (and ``features``, ``feature_epochs``, ``feature_width``,
     ``feature_depth``) by one fixed ImageNet ResNet-18 for refinement,
     assignment and selection, the real means computed once as for trained
@@ -106,6 +107,7 @@ class DDMConfig:
     refine_batch: int = 256
     real_batch: int = 256
     refine_dsa: str = DEFAULT_REFINE_DSA
+    refine_compile: bool = False
     tau: float = 0.5
     max_halvings: int = 8
 

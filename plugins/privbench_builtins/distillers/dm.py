@@ -49,6 +49,9 @@ class DMConfig:
     # The real images' forward pass (no gradient) in float32, or under bf16 autocast (on CUDA, or a CPU
     # with AVX-512 BF16 / AMX); the synthetic side and the loss stay float32. Off until measured to help.
     real_precision: Literal["fp32", "bf16"] = "fp32"
+    # The network's passes through torch.compile (privbench.compiling): compiled once, reused by every
+    # iteration's fresh network. Off until measured to help (docs/benchmarks.md).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # dsa_strategy is checked when distilling: its parser imports torch, and listing plugins must not.

@@ -49,6 +49,9 @@ class GMConfig:
     # The inner loop's training and the real images' gradients in float32, or under bf16 autocast (CUDA, or
     # a CPU with AVX-512 BF16 / AMX); the synthetic images' gradients and the matching loss stay float32.
     precision: Literal["fp32", "bf16"] = "fp32"
+    # The inner loop's forward pass and the real images' gradients through torch.compile
+    # (privbench.compiling; the synthetic side needs double backward and stays eager). Off until measured.
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # dsa_strategy is checked when distilling: its parser imports torch, and listing plugins must not.
