@@ -73,3 +73,23 @@ def test_no_compiler_is_refused_in_one_line(monkeypatch, cli, tmp_path):
     assert not out.exists()
     with pytest.raises(UserError, match="compile"):
         TrainConfig(epochs=1, compile="yes")
+
+
+@needs_compiler
+def test_compiled_ensemble_and_gm_match_eager(digits):
+    from privbench.api import Release
+    from privbench.utility import UtilityConfig, train_seeds
+    from privbench_builtins.distillers.gm import GradientMatching
+
+    release = Release(digits.train.images[:40], digits.train.labels[:40], {"method": "random", "ipc": 4})
+    trained = [train_seeds(release, digits, "convnet", [0, 1], UtilityConfig(epochs=2, width=8, depth=2,
+                                                                             ensemble="on", compile=flag),
+                           RunContext(device="cpu")) for flag in (False, True)]
+    for eager, fast in zip(*trained):
+        for a, b in zip(eager.parameters(), fast.parameters()):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    options = dict(iterations=2, width=8, depth=2, batch_real=8, inner_loop=2, outer_loop=2)
+    eager = distill(GradientMatching, digits, 1, seed=0, **options)
+    fast = distill(GradientMatching, digits, 1, seed=0, compile=True, **options)
+    assert torch.allclose(eager.images, fast.images, atol=1e-5)
+    assert fast.provenance["loss_history"] == pytest.approx(eager.provenance["loss_history"], rel=1e-4)
