@@ -7,8 +7,11 @@
 
 The reference (Zhao & Bilen's ``main_DM.py`` for DM, ``main.py --method DC``
 for GM, with their ``utils.py`` and ``networks.py``) is imported from
-``--reference`` and its own ``main()`` runs unmodified, in this process, with
-the same torch threads as privbench. Only names in the two modules'
+``--reference`` and its own ``main()`` runs unmodified, in a child process with
+glibc's default allocator (as anyone would run it) and the same torch threads
+as privbench; privbench's rows come from this process, with the allocator
+settings its command line makes (:mod:`privbench.allocator`), and from the
+child after the reference, with glibc's defaults. Only names in the two modules'
 namespaces are replaced: ``get_dataset`` returns PneumoniaMNIST (train and
 test, normalised by the training set's per-channel mean and std as the
 reference's transforms do), ``evaluate_synset`` and ``save_image`` do
@@ -41,6 +44,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -165,17 +171,9 @@ def time_privbench(method: str, dataset, overrides: dict, timed: int, k: int, wa
     return (spans[1] - spans[0]) / timed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, required=True, help="folder with the reference's main_DM.py, "
-                        "main.py, utils.py and networks.py")
-    parser.add_argument("--dm-iterations", type=int, default=20)
-    parser.add_argument("--gm-iterations", type=int, default=2)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args(argv)
-    if args.dm_iterations < 1 or args.gm_iterations < 1:
-        parser.error("--dm-iterations and --gm-iterations must be at least 1")
-
+def measure(args, side: str) -> dict[str, float]:
+    """Seconds per iteration for one side: ``reference`` (the reference, then privbench, both with glibc's
+    default allocator) or ``privbench`` (as its command line runs: allocator tuned)."""
     import torch
 
     from privbench.data import load_dataset
@@ -188,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError(f"privbench's loops for ipc 10 {loops_for(10)} differ from the reference's {outer, inner}")
     dataset = load_dataset(f"npz:{PNEUMONIA}")
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the reference picks CUDA whenever there is one
-    threads = torch.get_num_threads()
-    get_dataset = reference_data(dataset)
     common = ["--dataset", "PneumoniaMNIST", "--model", "ConvNet", "--ipc", "10", "--batch_real", "256"]
     dm_options = [*common, "--init", "real", "--lr_img", "1.0", "--dsa_strategy", DSA_STRATEGY]
     gm_options = ["--method", "DC", *common, "--batch_train", "256", "--init", "noise", "--lr_img", "0.1",
@@ -197,30 +193,75 @@ def main(argv: list[str] | None = None) -> int:
     dm = {"batch_real": 256, "init": "real", "lr_img": 1.0, "dsa_strategy": DSA_STRATEGY}
     gm = {"batch_real": 256, "batch_train": 256, "init": "noise", "lr_img": 0.1, "lr_net": 0.01,
           "dsa_strategy": "none", "outer_loop": outer, "inner_loop": inner, "class_batching": "auto"}
-
-    n_dm, n_gm = args.dm_iterations, args.gm_iterations
-    rows = {}
-    ref = time_reference(ref_dm, dm_options, n_dm, get_dataset, DiffAugment=default_strides(ref_dm.DiffAugment))
-    ours = time_privbench("dm", dataset, dm, n_dm, 2, {"iterations": 2}, device)
-    bf16 = time_privbench("dm", dataset, {**dm, "real_precision": "bf16"}, n_dm, 2, {"iterations": 2}, device)
-    rows["DM"], rows["DM bf16"] = (ref, ours), (ref, bf16)
-    print("DM", rows["DM"], "bf16", bf16, flush=True)
-    ref = time_reference(ref_gm, gm_options, n_gm, get_dataset)
     # The warm-up meets every kernel shape of a full iteration with fewer loops.
-    ours = time_privbench("gm", dataset, gm, n_gm, 1, {"iterations": 1, "outer_loop": 2, "inner_loop": 1}, device)
-    rows["GM"] = (ref, ours)
-    print("GM", rows["GM"], flush=True)
-    assert torch.get_num_threads() == threads
+    gm_warmup = {"iterations": 1, "outer_loop": 2, "inner_loop": 1}
+    n_dm, n_gm = args.dm_iterations, args.gm_iterations
+    out = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    if side == "reference":
+        out["ref DM"] = time_reference(ref_dm, dm_options, n_dm, reference_data(dataset),
+                                       DiffAugment=default_strides(ref_dm.DiffAugment))
+        out["ref GM"] = time_reference(ref_gm, gm_options, n_gm, reference_data(dataset))
+        out["default DM"] = time_privbench("dm", dataset, dm, n_dm, 2, {"iterations": 2}, device)
+        out["default GM"] = time_privbench("gm", dataset, gm, n_gm, 1, gm_warmup, device)
+    else:
+        out["DM"] = time_privbench("dm", dataset, dm, n_dm, 2, {"iterations": 2}, device)
+        out["DM bf16"] = time_privbench("dm", dataset, {**dm, "real_precision": "bf16"}, n_dm, 2, {"iterations": 2},
+                                        device)
+        out["GM"] = time_privbench("gm", dataset, gm, n_gm, 1, gm_warmup, device)
+    out["loops"] = [outer, inner]
+    return out
 
-    labels = {
-        "DM": "DM: ipc 10, 256 real images per class, DSA, init real",
-        "GM": f"GM (DC): ipc 10, outer {outer}, inner {inner}, no DSA, init noise",
-        "DM bf16": "DM as above, privbench `real_precision=\"bf16\"` (not the same arithmetic)",
-    }
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, required=True, help="folder with the reference's main_DM.py, "
+                        "main.py, utils.py and networks.py")
+    parser.add_argument("--dm-iterations", type=int, default=20)
+    parser.add_argument("--gm-iterations", type=int, default=2)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args(argv)
+    if args.dm_iterations < 1 or args.gm_iterations < 1:
+        parser.error("--dm-iterations and --gm-iterations must be at least 1")
+    if args.side:
+        print(json.dumps(measure(args, args.side)), flush=True)
+        return 0
+
+    from privbench.allocator import ENV, tune_host_allocator
+
+    # The reference runs as anyone would run it: a process of its own with glibc's default allocator.
+    child = subprocess.run(
+        [sys.executable, __file__, "--reference", str(args.reference), "--dm-iterations", str(args.dm_iterations),
+         "--gm-iterations", str(args.gm_iterations), "--side", "reference"],
+        env={**os.environ, ENV: "default"}, stdout=subprocess.PIPE, text=True, check=True,
+    )
+    theirs = json.loads(child.stdout.strip().splitlines()[-1])
+    print("reference side", theirs, flush=True)
+    if not tune_host_allocator():
+        raise RuntimeError("the allocator could not be tuned here (not glibc, or the environment sets it)")
+    ours = measure(args, "privbench")
+    print("privbench side", ours, flush=True)
+    if ours["threads"] != theirs["threads"]:
+        raise RuntimeError(f"thread counts differ: {theirs['threads']} against {ours['threads']}")
+    write(args, theirs, ours)
+    return 0
+
+
+def write(args, theirs: dict, ours: dict) -> None:
+    n_dm, n_gm = args.dm_iterations, args.gm_iterations
+    outer, inner = ours["loops"]
+    rows = [
+        ("DM: ipc 10, 256 real images per class, DSA, init real", theirs["ref DM"], ours["DM"]),
+        (f"GM (DC): ipc 10, outer {outer}, inner {inner}, no DSA, init noise", theirs["ref GM"], ours["GM"]),
+        ("DM, privbench with glibc's default allocator (`PRIVBENCH_ALLOCATOR=default`)", theirs["ref DM"],
+         theirs["default DM"]),
+        ("GM, privbench with glibc's default allocator", theirs["ref GM"], theirs["default GM"]),
+        ("DM, privbench `real_precision=\"bf16\"` (not the same arithmetic)", theirs["ref DM"], ours["DM bf16"]),
+    ]
     lines = [
         "## Against the reference implementation: DM and GM seconds per iteration",
         "",
-        f"Measured {today()} on {machine()}, torch {torch.__version__}, {threads} threads (both sides), "
+        f"Measured {today()} on {machine()}, torch {ours['torch']}, {ours['threads']} threads (both sides), "
         "nothing else running; PneumoniaMNIST (4708 training images, 2 classes, 28 px); "
         f"`python benchmarks/reference_speed.py --reference /tmp/reference --dm-iterations {n_dm} "
         f"--gm-iterations {n_gm}`.",
@@ -228,13 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         "| setting | reference s/iteration | privbench s/iteration | speed-up |",
         "|---|---|---|---|",
     ]
-    for key in ("DM", "GM", "DM bf16"):
-        r, p = rows[key]
-        lines.append(f"| {labels[key]} | {r:.3f} | {p:.3f} | {r / p:.2f}x |")
+    lines += [f"| {label} | {r:.3f} | {p:.3f} | {r / p:.2f}x |" for label, r, p in rows]
     lines += [
         "",
         "Reference: [VICO-UoE/DatasetCondensation](https://github.com/VICO-UoE/DatasetCondensation) at "
-        f"`{COMMIT}`, `main_DM.py` (DM) and `main.py --method DC` (GM) run unmodified in the same process; only "
+        f"`{COMMIT}`, `main_DM.py` (DM) and `main.py --method DC` (GM) run unmodified in a process of their own "
+        "with glibc's default allocator settings, as anyone would run them; only "
         "data loading (`get_dataset`: PneumoniaMNIST normalised by its training mean and std), evaluation "
         "(`evaluate_synset`, and `--num_eval 0`) and saving (`save_image`; `torch.save` into a temporary "
         "folder) are replaced, and `get_network` is wrapped to time it. One more wrapper, a layout and not "
@@ -245,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{DSA_STRATEGY}`; GM `--method DC --init noise --lr_img 0.1 --lr_net 0.01 --batch_train 256` (loops "
         f"{outer} and {inner} from its `get_loops(10)`). privbench: the same settings, its defaults otherwise "
         "(`dm` with every class in one pass, `gm` with `class_batching=auto`: the per-class loop on a CPU, "
-        "vmap on CUDA).",
+        "vmap on CUDA), in a second process with the allocator settings its command line makes "
+        "(`privbench.allocator`: glibc's mmap threshold at 32 MiB and trim threshold at 1 GiB); the rows "
+        "with glibc's defaults ran in the reference's process, after it.",
         "",
         f"Reference time: the mean gap between consecutive `get_network` calls (one per iteration), the first "
         f"gap left out, over {n_dm} (DM) and {n_gm} (GM) iterations. privbench: (a run of N + k iterations "
@@ -255,7 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         update_section("reference", "\n".join(lines))
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":
