@@ -12,8 +12,9 @@ sizes a run meets (a full batch, the last one) each compile once.
 
 On CUDA the training loop also replays its step as a CUDA graph (``mode=
 "reduce-overhead"``) since a model keeps its shapes and parameters for all its
-epochs; a distiller's network changes every iteration, so its passes compile
-without graphs. Gradients of gradients (``gm``'s synthetic side) stay eager:
+epochs; a distiller's network changes every iteration, so its passes (and
+``gm``'s inner loop, ``train_classifier(cuda_graphs=False)``) compile without
+graphs. Gradients of gradients (``gm``'s synthetic side) stay eager:
 compiled code does not support double backward.
 
 On a CPU, Inductor needs a C++ compiler; without one the option is refused up

@@ -28,8 +28,8 @@ from torch import nn
 
 from privbench.api import ProgressReporter, RunContext
 from privbench.augment import DEFAULT_STRATEGY, DSA, parse_strategy
-from privbench.errors import UserError
 from privbench.compiling import forward
+from privbench.errors import UserError
 from privbench.nets import input_stats
 
 ON_DEVICE_LIMIT = 1 << 30
@@ -105,14 +105,14 @@ def autocast(config: TrainConfig, device: torch.device):
     return autocast_as(device, precision_dtype(config.precision))
 
 
-def compiled_step(fn, config: TrainConfig, device: torch.device, keep: bool = True):
+def compiled_step(fn, config: TrainConfig, device: torch.device, keep: bool = True, cuda_graphs: bool = True):
     """``fn`` as a training step calls it: compiled when ``config.compile``, with CUDA-graph steps marked."""
     if not config.compile:
         return fn
     from privbench.compiling import compiled
 
-    run = compiled(fn, device, cuda_graphs=True, keep=keep)
-    if torch.device(device).type != "cuda":
+    run = compiled(fn, device, cuda_graphs=cuda_graphs, keep=keep)
+    if torch.device(device).type != "cuda" or not cuda_graphs:
         return run
 
     def step(*args):
@@ -175,12 +175,16 @@ def train_classifier(
     *,
     generator: torch.Generator | None = None,
     progress_label: str | None = None,
+    cuda_graphs: bool = True,
 ) -> nn.Module:
     """Train ``model`` on images in [0, 1] with the protocol; return it in eval mode at the last epoch.
 
     ``generator`` (CPU) drives shuffling and augmentation; without one the
     context's generator is used. The model's initialisation is the caller's
-    (see ``privbench.nets.make_model(seed=...)``).
+    (see ``privbench.nets.make_model(seed=...)``). ``cuda_graphs=False``
+    keeps a compiled step (``config.compile``) off CUDA graphs: for a caller
+    that trains a fresh network every few dozen steps, which graphs would
+    record again each time.
     """
     check_inputs(images, labels)
     device = ctx.torch_device
@@ -191,7 +195,7 @@ def train_classifier(
     n = x_all.shape[0]
     dsa = make_dsa(config, model)
     optimizer, schedule = protocol_optimizer(model.parameters(), config)
-    step_forward = compiled_step(forward, config, device)
+    step_forward = compiled_step(forward, config, device, cuda_graphs=cuda_graphs)
     model.train()
     shown = type(ctx.progress) is not ProgressReporter
     label = progress_label or f"training {type(model).__name__}"

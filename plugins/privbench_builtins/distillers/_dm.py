@@ -24,9 +24,8 @@ import torch
 
 from privbench.api import Dataset, Release, RunContext
 from privbench.augment import DSA, AugParams
-from privbench.training import autocast_as, precision_dtype
-
 from privbench.compiling import maybe_compiled
+from privbench.training import autocast_as, precision_dtype
 
 from . import _matching as m
 

@@ -267,7 +267,8 @@ def gradient_matching(private: Dataset, ipc: int, config: Any, ctx: RunContext, 
                 total += loss.detach()
                 if step == outer - 1 or inner == 0:
                     continue
-                train_classifier(net, syn.pixels().detach(), labels, train_config, quiet, generator=train_generator)
+                train_classifier(net, syn.pixels().detach(), labels, train_config, quiet, generator=train_generator,
+                                 cuda_graphs=False)
                 net.train()
             log.add(total)
         losses = log.values()
