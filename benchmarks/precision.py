@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from privbench.allocator import tune_host_allocator
     from privbench.data import load_dataset
 
+    tune_host_allocator()  # as the command line runs
     spec = f"npz:{PNEUMONIA}" if PNEUMONIA.is_file() else "digits"
     dataset = load_dataset(spec)
     out = {}
