@@ -28,7 +28,11 @@ which the reference fails on 1-channel data under torch 2.x (see
   (``--gm-iterations``) gaps: ``--Iteration`` is one more, and the reference
   runs ``Iteration + 1`` iterations;
 * privbench: ``run_distiller`` after a warm-up run; (time of a run of N + k
-  iterations - time of a run of k) / N, which removes the per-run setup.
+  iterations - time of a run of k) / N, which removes the per-run setup;
+* ``--rounds`` (3): the two sides are measured in turn this many times, and
+  the table gives each side's median and the median and range of the
+  per-round speed-ups (on a shared 2-core machine one run of either side can
+  differ from the next by a quarter).
 
 Settings (both sides): ipc 10, ConvNet width 128, depth 3, instance norm.
 DM: 256 real images per class, init real, lr_img 1, DSA
@@ -218,58 +222,72 @@ def main(argv: list[str] | None = None) -> int:
                         "main.py, utils.py and networks.py")
     parser.add_argument("--dm-iterations", type=int, default=20)
     parser.add_argument("--gm-iterations", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="reference and privbench measured in turn, this "
+                        "many times; the table gives medians and the range of the speed-ups")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--side", choices=["reference"], help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
-    if args.dm_iterations < 1 or args.gm_iterations < 1:
-        parser.error("--dm-iterations and --gm-iterations must be at least 1")
+    if args.dm_iterations < 1 or args.gm_iterations < 1 or args.rounds < 1:
+        parser.error("--dm-iterations, --gm-iterations and --rounds must be at least 1")
     if args.side:
         print(json.dumps(measure(args, args.side)), flush=True)
         return 0
 
     from privbench.allocator import ENV, tune_host_allocator
 
-    # The reference runs as anyone would run it: a process of its own with glibc's default allocator.
-    child = subprocess.run(
-        [sys.executable, __file__, "--reference", str(args.reference), "--dm-iterations", str(args.dm_iterations),
-         "--gm-iterations", str(args.gm_iterations), "--side", "reference"],
-        env={**os.environ, ENV: "default"}, stdout=subprocess.PIPE, text=True, check=True,
-    )
-    theirs = json.loads(child.stdout.strip().splitlines()[-1])
-    print("reference side", theirs, flush=True)
     if not tune_host_allocator():
         raise RuntimeError("the allocator could not be tuned here (not glibc, or the environment sets it)")
-    ours = measure(args, "privbench")
-    print("privbench side", ours, flush=True)
-    if ours["threads"] != theirs["threads"]:
-        raise RuntimeError(f"thread counts differ: {theirs['threads']} against {ours['threads']}")
+    theirs, ours = [], []
+    for round_ in range(args.rounds):  # the two sides alternate, so a slow spell of the machine hits both
+        # The reference runs as anyone would run it: a process of its own with glibc's default allocator.
+        child = subprocess.run(
+            [sys.executable, __file__, "--reference", str(args.reference), "--dm-iterations",
+             str(args.dm_iterations), "--gm-iterations", str(args.gm_iterations), "--side", "reference"],
+            env={**os.environ, ENV: "default"}, stdout=subprocess.PIPE, text=True, check=True,
+        )
+        theirs.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        print(f"round {round_ + 1} reference side", theirs[-1], flush=True)
+        ours.append(measure(args, "privbench"))
+        print(f"round {round_ + 1} privbench side", ours[-1], flush=True)
+        if ours[-1]["threads"] != theirs[-1]["threads"]:
+            raise RuntimeError(f"thread counts differ: {theirs[-1]['threads']} against {ours[-1]['threads']}")
     write(args, theirs, ours)
     return 0
 
 
-def write(args, theirs: dict, ours: dict) -> None:
-    n_dm, n_gm = args.dm_iterations, args.gm_iterations
-    outer, inner = ours["loops"]
-    rows = [
-        ("DM: ipc 10, 256 real images per class, DSA, init real", theirs["ref DM"], ours["DM"]),
-        (f"GM (DC): ipc 10, outer {outer}, inner {inner}, no DSA, init noise", theirs["ref GM"], ours["GM"]),
-        ("DM, privbench with glibc's default allocator (`PRIVBENCH_ALLOCATOR=default`)", theirs["ref DM"],
-         theirs["default DM"]),
-        ("GM, privbench with glibc's default allocator", theirs["ref GM"], theirs["default GM"]),
-        ("DM, privbench `real_precision=\"bf16\"` (not the same arithmetic)", theirs["ref DM"], ours["DM bf16"]),
+def write(args, theirs: list[dict], ours: list[dict]) -> None:
+    """The ``reference`` section: per row, the median seconds of each side and the median and range of the
+    per-round speed-ups."""
+    from statistics import median
+
+    n_dm, n_gm, rounds = args.dm_iterations, args.gm_iterations, len(ours)
+    outer, inner = ours[0]["loops"]
+    rows = [  # (label, reference's key, privbench's side, privbench's key)
+        ("DM: ipc 10, 256 real images per class, DSA, init real", "ref DM", ours, "DM"),
+        (f"GM (DC): ipc 10, outer {outer}, inner {inner}, no DSA, init noise", "ref GM", ours, "GM"),
+        ("DM, privbench with glibc's default allocator (`PRIVBENCH_ALLOCATOR=default`)", "ref DM", theirs,
+         "default DM"),
+        ("GM, privbench with glibc's default allocator", "ref GM", theirs, "default GM"),
+        ("DM, privbench `real_precision=\"bf16\"` (not the same arithmetic)", "ref DM", ours, "DM bf16"),
     ]
     lines = [
         "## Against the reference implementation: DM and GM seconds per iteration",
         "",
-        f"Measured {today()} on {machine()}, torch {ours['torch']}, {ours['threads']} threads (both sides), "
+        f"Measured {today()} on {machine()}, torch {ours[0]['torch']}, {ours[0]['threads']} threads (both sides), "
         "nothing else running; PneumoniaMNIST (4708 training images, 2 classes, 28 px); "
         f"`python benchmarks/reference_speed.py --reference /tmp/reference --dm-iterations {n_dm} "
-        f"--gm-iterations {n_gm}`.",
+        f"--gm-iterations {n_gm} --rounds {rounds}`.",
         "",
-        "| setting | reference s/iteration | privbench s/iteration | speed-up |",
-        "|---|---|---|---|",
+        f"| setting | reference s/iteration, median of {rounds} | privbench s/iteration, median | speed-up, median "
+        f"| speed-up, lowest and highest of {rounds} rounds |",
+        "|---|---|---|---|---|",
     ]
-    lines += [f"| {label} | {r:.3f} | {p:.3f} | {r / p:.2f}x |" for label, r, p in rows]
+    for label, ref_key, side, key in rows:
+        r = [t[ref_key] for t in theirs]
+        p = [o[key] for o in side]
+        ratios = [a / b for a, b in zip(r, p)]
+        lines.append(f"| {label} | {median(r):.3f} | {median(p):.3f} | {median(ratios):.2f}x "
+                     f"| {min(ratios):.2f}x, {max(ratios):.2f}x |")
     lines += [
         "",
         "Reference: [VICO-UoE/DatasetCondensation](https://github.com/VICO-UoE/DatasetCondensation) at "
@@ -285,14 +303,16 @@ def write(args, theirs: dict, ours: dict) -> None:
         f"{DSA_STRATEGY}`; GM `--method DC --init noise --lr_img 0.1 --lr_net 0.01 --batch_train 256` (loops "
         f"{outer} and {inner} from its `get_loops(10)`). privbench: the same settings, its defaults otherwise "
         "(`dm` with every class in one pass, `gm` with `class_batching=auto`: the per-class loop on a CPU, "
-        "vmap on CUDA), in a second process with the allocator settings its command line makes "
+        "vmap on CUDA), in the parent process with the allocator settings its command line makes "
         "(`privbench.allocator`: glibc's mmap threshold at 32 MiB and trim threshold at 1 GiB); the rows "
         "with glibc's defaults ran in the reference's process, after it.",
         "",
         f"Reference time: the mean gap between consecutive `get_network` calls (one per iteration), the first "
         f"gap left out, over {n_dm} (DM) and {n_gm} (GM) iterations. privbench: (a run of N + k iterations "
         f"minus a run of k) / N after a warm-up run, N = {n_dm} and k = 2 for DM, N = {n_gm} and k = 1 for GM. "
-        "Both sides draw a fresh random ConvNet every iteration and include building it.",
+        "Both sides draw a fresh random ConvNet every iteration and include building it. Each round measures "
+        "the reference (and privbench with glibc's defaults) in its child process, then privbench; a speed-up "
+        "is the ratio of one round's two timings.",
     ]
     if not args.no_write:
         update_section("reference", "\n".join(lines))
