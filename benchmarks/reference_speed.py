@@ -183,7 +183,8 @@ def measure(args, side: str) -> dict[str, float]:
     from privbench.data import load_dataset
     from privbench_builtins.distillers._gm import loops_for
 
-    sys.path.insert(0, str(args.reference.resolve()))
+    if str(args.reference.resolve()) not in sys.path:  # once, though each round measures again
+        sys.path.insert(0, str(args.reference.resolve()))
     ref_dm, ref_gm = importlib.import_module("main_DM"), importlib.import_module("main")
     outer, inner = ref_gm.get_loops(10)
     if loops_for(10) != (outer, inner):
